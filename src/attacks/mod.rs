@@ -1,0 +1,461 @@
+//! Evaluation attacks under the L-inf threat model (spec/attacks.md).
+//!
+//! An [`Attack`] is a value configured once and run on batches: given a classifier, images in
+//! [0,1] and labels, it returns adversarial images within the ε-ball and [0,1]. Callers pass an
+//! eval-mode (`valid()`) model: BatchNorm then uses its running statistics and no weight
+//! gradient is computed. `pgd.rs` is the one iterative engine; the registry below turns names
+//! such as `pgd-sat` or `aa` into configured attacks.
+
+pub mod apgd;
+pub mod autoattack;
+pub mod fab;
+pub mod losses;
+pub mod pgd;
+pub mod rng;
+pub mod square;
+pub mod transfer;
+pub mod util;
+
+use crate::models::{load_model, Classifier, ModelSpec};
+use burn::prelude::*;
+use burn::tensor::IndexingUpdateOp;
+use pgd::{Pgd, PgdLoss, Start};
+use std::path::PathBuf;
+
+/// What an attack returns: adversarial images (row i for example i) and, for composite attacks,
+/// per-example robustness after each component (`stages`, cumulative).
+pub struct Outcome {
+    pub adv: Tensor<4>,
+    pub stages: Vec<(String, Vec<bool>)>,
+}
+
+impl Outcome {
+    pub fn plain(adv: Tensor<4>) -> Self {
+        Outcome {
+            adv,
+            stages: Vec::new(),
+        }
+    }
+}
+
+pub trait Attack: Send + Sync {
+    /// Column label in tables ("PGD_SAT", "AA", ...).
+    fn label(&self) -> String;
+
+    /// Every setting, for the results file.
+    fn settings(&self) -> serde_json::Value;
+
+    /// Adversarial versions of `x` (labels `y`; `ids` are the examples' dataset indices, which
+    /// seed their random starts). `|adv − x|_∞ ≤ ε` and `adv ∈ [0,1]`.
+    fn run(&self, model: &dyn Classifier, x: Tensor<4>, y: Tensor<1, Int>, ids: &[u64]) -> Outcome;
+
+    /// True for attacks that do not use the target's gradients (for the sanity checks).
+    fn is_black_box(&self) -> bool {
+        false
+    }
+}
+
+/// Keeps the adversarial points found so far and runs further attempts only on the examples
+/// not fooled yet (restarts, target classes, AutoAttack components).
+pub(crate) struct SubsetTracker {
+    x: Tensor<4>,
+    pub adv: Tensor<4>,
+    pub fooled: Vec<bool>,
+}
+
+impl SubsetTracker {
+    pub fn new(x: Tensor<4>, b: usize) -> Self {
+        SubsetTracker {
+            adv: x.clone(),
+            x,
+            fooled: vec![false; b],
+        }
+    }
+
+    /// Runs `attempt(x_sub, y_sub, index_sub, ids_sub) -> (adv_sub, fooled_sub)` on the
+    /// examples not fooled yet and keeps the points it fooled.
+    pub fn attack(
+        &mut self,
+        y: &Tensor<1, Int>,
+        ids: &[u64],
+        attempt: impl FnOnce(
+            Tensor<4>,
+            Tensor<1, Int>,
+            Tensor<1, Int>,
+            &[u64],
+        ) -> (Tensor<4>, Tensor<1, Bool>),
+    ) {
+        let active: Vec<usize> = (0..self.fooled.len())
+            .filter(|&i| !self.fooled[i])
+            .collect();
+        if active.is_empty() {
+            return;
+        }
+        let device = self.x.device();
+        let idx = util::index_tensor(&active, &device);
+        let (xs, ys) = if active.len() == self.fooled.len() {
+            (self.x.clone(), y.clone())
+        } else {
+            (
+                self.x.clone().select(0, idx.clone()),
+                y.clone().select(0, idx.clone()),
+            )
+        };
+        let ids_sub: Vec<u64> = active.iter().map(|&i| ids[i]).collect();
+        let (cand, ok) = attempt(xs, ys, idx, &ids_sub);
+        let ok = util::to_bools(ok);
+        let hit_local: Vec<usize> = (0..active.len()).filter(|&j| ok[j]).collect();
+        if hit_local.is_empty() {
+            return;
+        }
+        let hit_global: Vec<usize> = hit_local.iter().map(|&j| active[j]).collect();
+        let values = cand.select(0, util::index_tensor(&hit_local, &device));
+        self.adv = self.adv.clone().select_assign(
+            0,
+            util::index_tensor(&hit_global, &device),
+            values,
+            IndexingUpdateOp::Assign,
+        );
+        for i in hit_global {
+            self.fooled[i] = true;
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttackError {
+    #[error("unknown attack '{0}'. Known: none, paper, fgsm, pgd, pgd-sat, pgd-trades, cw, apgd-ce, apgd-dlr, apgd-t, fab-t, square, aa, transfer:PATH, transfer-pgd:PATH, transfer-cw:PATH")]
+    Unknown(String),
+    #[error("attack '{attack}': {detail}")]
+    BadOption { attack: String, detail: String },
+    #[error("transfer surrogate {path}: {detail}")]
+    Surrogate { path: PathBuf, detail: String },
+}
+
+/// What the registry needs to configure attacks.
+pub struct AttackContext<'a> {
+    /// L-inf radius on the [0,1] scale.
+    pub eps: f64,
+    pub seed: u64,
+    pub device: &'a Device,
+    /// The evaluated model (a transfer surrogate must fit its input and classes).
+    pub target: &'a ModelSpec,
+}
+
+/// The paper's white-box set (Tables 2 and 3).
+pub const PAPER: &[&str] = &["fgsm", "pgd-sat", "pgd-trades", "cw", "aa"];
+
+/// Step size of PGD_TRADES relative to ε: 0.003 at ε = 8/255 (TRADES' `pgd_attack_cifar10.py`).
+pub const TRADES_STEP_RATIO: f64 = 0.003 / (8.0 / 255.0);
+
+/// Parses a comma-separated list such as `fgsm,pgd-sat,aa` or `paper`. An attack can take
+/// options after colons: `pgd:steps=50:step=0.002:restarts=5:loss=cw:start=none`.
+pub fn parse_list(list: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, AttackError> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item {
+            "none" | "clean" => {}
+            "paper" => {
+                for name in PAPER {
+                    out.extend(parse_one(name, ctx)?);
+                }
+            }
+            _ => out.extend(parse_one(item, ctx)?),
+        }
+    }
+    Ok(out)
+}
+
+fn pgd_preset(name: &str, eps: f64, seed: u64) -> Option<Pgd> {
+    let (label, steps, step_size, start, loss) = match name {
+        "fgsm" => ("FGSM", 1, eps, Start::None, PgdLoss::CrossEntropy),
+        "pgd" => ("PGD", 20, eps / 4.0, Start::Uniform, PgdLoss::CrossEntropy),
+        "pgd-sat" => (
+            "PGD_SAT",
+            20,
+            eps / 4.0,
+            Start::Uniform,
+            PgdLoss::CrossEntropy,
+        ),
+        "pgd-trades" => (
+            "PGD_TRADES",
+            20,
+            eps * TRADES_STEP_RATIO,
+            Start::None,
+            PgdLoss::CrossEntropy,
+        ),
+        "cw" => (
+            "CW",
+            20,
+            eps / 4.0,
+            Start::Uniform,
+            PgdLoss::Margin { kappa: 50.0 },
+        ),
+        _ => return None,
+    };
+    Some(Pgd {
+        label: label.to_string(),
+        eps,
+        step_size,
+        steps,
+        start,
+        loss,
+        restarts: 1,
+        seed,
+    })
+}
+
+fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, AttackError> {
+    let (name, rest) = item.split_once(':').unwrap_or((item, ""));
+    let name = name.to_ascii_lowercase();
+    if let Some(kind) = name.strip_prefix("transfer") {
+        return transfer(kind, rest, ctx);
+    }
+    let opts = Options::parse(&name, rest)?;
+    let needed = match name.as_str() {
+        "apgd-dlr" => 3,
+        "apgd-t" | "aa" | "autoattack" => 4,
+        _ => 2,
+    };
+    if ctx.target.num_classes < needed {
+        return Err(AttackError::BadOption {
+            attack: name.clone(),
+            detail: format!(
+                "its DLR loss needs at least {needed} classes; the model has {}",
+                ctx.target.num_classes
+            ),
+        });
+    }
+    let (eps, seed) = (
+        opts.float("eps")?.unwrap_or(ctx.eps),
+        opts.uint("seed")?.unwrap_or(ctx.seed),
+    );
+    let attack: Box<dyn Attack> = if let Some(mut p) = pgd_preset(&name, eps, seed) {
+        if let Some(v) = opts.uint("steps")? {
+            p.steps = v as usize;
+        }
+        if let Some(v) = opts.float("step")? {
+            p.step_size = v;
+        }
+        if let Some(v) = opts.uint("restarts")? {
+            p.restarts = v as usize;
+        }
+        if let Some(v) = opts.get("start") {
+            p.start = match v {
+                "none" => Start::None,
+                "uniform" => Start::Uniform,
+                "gaussian" => Start::Gaussian { std: 0.001 },
+                other => {
+                    return Err(
+                        opts.bad(format!("start '{other}' is not none, uniform or gaussian"))
+                    )
+                }
+            }
+        }
+        if let Some(v) = opts.get("loss") {
+            p.loss = match v {
+                "ce" => PgdLoss::CrossEntropy,
+                "cw" | "margin" => PgdLoss::Margin {
+                    kappa: opts.float("kappa")?.unwrap_or(50.0),
+                },
+                "dlr" => PgdLoss::Dlr,
+                other => return Err(opts.bad(format!("loss '{other}' is not ce, cw or dlr"))),
+            }
+        }
+        if name == "pgd" && !opts.is_empty() {
+            p.label = format!("PGD-{}", p.steps);
+        }
+        Box::new(p)
+    } else {
+        match name.as_str() {
+            "apgd-ce" | "apgd-dlr" | "apgd-t" => {
+                let (label, loss) = match name.as_str() {
+                    "apgd-ce" => ("APGD-CE", apgd::ApgdLoss::Ce),
+                    "apgd-dlr" => ("APGD-DLR", apgd::ApgdLoss::Dlr),
+                    _ => ("APGD-T", apgd::ApgdLoss::DlrTargeted),
+                };
+                let mut a = apgd::Apgd::new(label, eps, loss, seed);
+                if let Some(v) = opts.uint("steps")? {
+                    a.iterations = v as usize;
+                }
+                if let Some(v) = opts.uint("restarts")? {
+                    a.restarts = v as usize;
+                }
+                if let Some(v) = opts.uint("targets")? {
+                    a.target_classes = v as usize;
+                }
+                Box::new(a)
+            }
+            "fab-t" => {
+                let mut a = fab::Fab::new("FAB-T", eps, seed);
+                if let Some(v) = opts.uint("steps")? {
+                    a.iterations = v as usize;
+                }
+                if let Some(v) = opts.uint("targets")? {
+                    a.target_classes = v as usize;
+                }
+                if let Some(v) = opts.uint("restarts")? {
+                    a.restarts = v as usize;
+                }
+                Box::new(a)
+            }
+            "square" => {
+                let mut a = square::Square::new("Square", eps, seed);
+                if let Some(v) = opts.uint("queries")? {
+                    a.queries = v as usize;
+                }
+                if let Some(v) = opts.uint("restarts")? {
+                    a.restarts = v as usize;
+                }
+                Box::new(a)
+            }
+            "aa" | "autoattack" => {
+                let queries = opts
+                    .uint("queries")?
+                    .map(|v| format!(":queries={v}"))
+                    .unwrap_or_default();
+                let mut components = Vec::new();
+                for c in ["apgd-ce", "apgd-t", "fab-t"] {
+                    components.extend(parse_one(&format!("{c}:eps={eps}:seed={seed}"), ctx)?);
+                }
+                components.extend(parse_one(
+                    &format!("square:eps={eps}:seed={seed}{queries}"),
+                    ctx,
+                )?);
+                Box::new(autoattack::AutoAttack { components })
+            }
+            _ => return Err(AttackError::Unknown(item.to_string())),
+        }
+    };
+    opts.check_used()?;
+    Ok(vec![attack])
+}
+
+/// `transfer:PATH` (PGD_SAT-style PGD-20 and CW-inf), `transfer-pgd:PATH`, `transfer-cw:PATH`.
+fn transfer(
+    kind: &str,
+    path: &str,
+    ctx: &AttackContext,
+) -> Result<Vec<Box<dyn Attack>>, AttackError> {
+    if path.is_empty() {
+        return Err(AttackError::BadOption {
+            attack: format!("transfer{kind}"),
+            detail: "needs a surrogate checkpoint: transfer:PATH".into(),
+        });
+    }
+    let inner: Vec<&str> = match kind {
+        "" => vec!["pgd-sat", "cw"],
+        "-pgd" => vec!["pgd-sat"],
+        "-cw" => vec!["cw"],
+        _ => return Err(AttackError::Unknown(format!("transfer{kind}"))),
+    };
+    let path = PathBuf::from(path);
+    let mut out: Vec<Box<dyn Attack>> = Vec::new();
+    for name in inner {
+        let surrogate =
+            load_model(&path, ctx.device, None).map_err(|e| AttackError::Surrogate {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        if surrogate.spec.input != ctx.target.input
+            || surrogate.spec.num_classes != ctx.target.num_classes
+        {
+            return Err(AttackError::Surrogate {
+                path,
+                detail: format!(
+                    "the surrogate takes {:?} with {} classes, the target {:?} with {}",
+                    surrogate.spec.input,
+                    surrogate.spec.num_classes,
+                    ctx.target.input,
+                    ctx.target.num_classes
+                ),
+            });
+        }
+        let inner = pgd_preset(name, ctx.eps, ctx.seed).expect("preset exists");
+        let label = if name == "cw" {
+            "Transfer-CW"
+        } else {
+            "Transfer-PGD"
+        };
+        out.push(Box::new(transfer::Transfer {
+            label: label.into(),
+            surrogate_path: path.clone(),
+            surrogate: burn::module::Module::valid(&surrogate),
+            inner: Box::new(inner),
+        }));
+    }
+    Ok(out)
+}
+
+/// `key=value` options of one attack; every option must be used.
+struct Options {
+    attack: String,
+    pairs: Vec<(String, String)>,
+    used: std::cell::RefCell<Vec<String>>,
+}
+
+impl Options {
+    fn parse(attack: &str, rest: &str) -> Result<Self, AttackError> {
+        let mut pairs = Vec::new();
+        for part in rest.split(':').filter(|s| !s.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| AttackError::BadOption {
+                attack: attack.to_string(),
+                detail: format!("option '{part}' is not key=value"),
+            })?;
+            pairs.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        Ok(Options {
+            attack: attack.to_string(),
+            pairs,
+            used: Default::default(),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pairs.iter().all(|(k, _)| k == "eps" || k == "seed")
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        let v = self
+            .pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str());
+        if v.is_some() {
+            self.used.borrow_mut().push(key.to_string());
+        }
+        v
+    }
+
+    fn bad(&self, detail: String) -> AttackError {
+        AttackError::BadOption {
+            attack: self.attack.clone(),
+            detail,
+        }
+    }
+
+    fn float(&self, key: &str) -> Result<Option<f64>, AttackError> {
+        self.get(key)
+            .map(|v| crate::units::parse_fraction(v).map_err(|e| self.bad(format!("{key}: {e}"))))
+            .transpose()
+    }
+
+    fn uint(&self, key: &str) -> Result<Option<u64>, AttackError> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| self.bad(format!("{key}={v} is not a whole number")))
+            })
+            .transpose()
+    }
+
+    fn check_used(&self) -> Result<(), AttackError> {
+        let used = self.used.borrow();
+        for (k, _) in &self.pairs {
+            if !used.contains(k) {
+                return Err(self.bad(format!("unknown option '{k}'")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,362 @@
+//! Robustness evaluation: runs a list of attacks over a slice of a test set, keeps each
+//! example's outcome, and flags numbers that cannot be trusted (Carlini et al. 2019's checklist).
+//!
+//! Each attack runs only on the examples the model classifies correctly without attack; an
+//! example counts as robust only if the model still classifies the returned adversarial point
+//! correctly, judged here, on the points the attack returned.
+
+use crate::attacks::util::{correct, to_bools, to_f32s};
+use crate::attacks::{self, Attack, AttackContext};
+use crate::data::{BatchIter, Dataset, LoaderConfig};
+use crate::models::{Classifier, Model};
+use burn::module::Module;
+use burn::prelude::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How an evaluation runs.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// L-inf radius on the [0,1] scale.
+    pub eps: f64,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Run the large-ε check (PGD at ε = 0.5 on up to 100 examples) for gradient masking.
+    pub sanity_checks: bool,
+}
+
+/// Progress of one attack, for a progress bar.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    pub attack: &'a str,
+    pub done: usize,
+    pub total: usize,
+    /// Robust so far among the examples done.
+    pub robust: usize,
+}
+
+/// Robustness after one stage of a composite attack.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct StageResult {
+    pub name: String,
+    pub robust_accuracy: f64,
+    /// One character per example: '1' robust, '0' not.
+    pub robust: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct AttackResult {
+    pub name: String,
+    pub black_box: bool,
+    pub robust_accuracy: f64,
+    /// One character per example: '1' robust, '0' not.
+    pub robust: String,
+    pub stages: Vec<StageResult>,
+    pub settings: serde_json::Value,
+    pub seconds: f64,
+}
+
+/// Everything `rslad eval` reports; also what `rslad report` reads.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct EvalResults {
+    pub model: crate::models::ModelSpec,
+    pub checkpoint: Option<String>,
+    pub checkpoint_sha256: Option<String>,
+    pub dataset: String,
+    pub eps: f64,
+    pub seed: u64,
+    pub backend: String,
+    /// Dataset indices of the evaluated examples, in order.
+    pub example_ids: Vec<u64>,
+    pub clean_accuracy: f64,
+    pub clean: String,
+    pub attacks: Vec<AttackResult>,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+pub fn bits(v: &[bool]) -> String {
+    v.iter().map(|&b| if b { '1' } else { '0' }).collect()
+}
+
+pub fn from_bits(s: &str) -> Vec<bool> {
+    s.chars().map(|c| c == '1').collect()
+}
+
+fn share(v: &[bool]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().filter(|&&b| b).count() as f64 / v.len() as f64
+    }
+}
+
+impl EvalResults {
+    pub fn attack(&self, name: &str) -> Option<&AttackResult> {
+        self.attacks.iter().find(|a| a.name == name)
+    }
+}
+
+/// Runs `attack` on every batch of `data` (ids = `first_id` + position), only on the examples
+/// in `eligible`; returns per-example robustness and per-stage robustness.
+#[allow(clippy::too_many_arguments)]
+pub fn run_attack(
+    model: &dyn Classifier,
+    attack: &dyn Attack,
+    data: &Arc<Dataset>,
+    ids: &[u64],
+    eligible: &[bool],
+    cfg: &EvalConfig,
+    device: &Device,
+    warnings: &mut Vec<String>,
+    progress: &mut dyn FnMut(Progress),
+) -> (Vec<bool>, Vec<(String, Vec<bool>)>) {
+    let label = attack.label();
+    let n = data.len();
+    let mut robust = vec![false; n];
+    let mut stages: Vec<(String, Vec<bool>)> = Vec::new();
+    let mut outside = 0usize;
+    let mut done = 0;
+    for batch in BatchIter::new(data.clone(), LoaderConfig::sequential(cfg.batch_size)) {
+        let active: Vec<usize> = (0..batch.len())
+            .filter(|&j| eligible[batch.indices[j]])
+            .collect();
+        if !active.is_empty() {
+            let (x, y) = batch.to_tensors(data.shape, device);
+            let idx = attacks::util::index_tensor(&active, device);
+            let (x, y) = (x.select(0, idx.clone()), y.select(0, idx));
+            let sub_ids: Vec<u64> = active.iter().map(|&j| ids[batch.indices[j]]).collect();
+            let outcome = attack.run(model, x.clone(), y.clone(), &sub_ids);
+            // Judge the point inside the threat model; count any that had to be moved.
+            let ball = attacks::util::Ball::new(&x, cfg.eps);
+            let projected = ball.project(outcome.adv.clone());
+            let moved = to_f32s(attacks::util::linf(projected.clone(), outcome.adv));
+            outside += moved.iter().filter(|&&d| d > 1e-6).count();
+            let ok = to_bools(correct(model, projected, y));
+            for (slot, &j) in active.iter().enumerate() {
+                robust[batch.indices[j]] = ok[slot];
+            }
+            for (s, (name, flags)) in outcome.stages.into_iter().enumerate() {
+                if stages.len() <= s {
+                    stages.push((name, vec![false; n]));
+                }
+                for (slot, &j) in active.iter().enumerate() {
+                    stages[s].1[batch.indices[j]] = flags[slot];
+                }
+            }
+        }
+        done += batch.len();
+        let robust_so_far = robust.iter().take(done).filter(|&&r| r).count();
+        progress(Progress {
+            attack: &label,
+            done,
+            total: n,
+            robust: robust_so_far,
+        });
+    }
+    if outside > 0 {
+        warnings.push(format!(
+            "{label}: {outside} adversarial points were outside the eps-ball or [0,1] and were \
+             projected before judging (an attack bug)"
+        ));
+    }
+    // A point broken by the whole attack is broken in its last stage too.
+    if let Some((_, last)) = stages.last_mut() {
+        for (l, r) in last.iter_mut().zip(&robust) {
+            *l = *l && *r;
+        }
+    }
+    (robust, stages)
+}
+
+/// Clean accuracy of `model` on `data` and whether any logit was NaN or infinite.
+pub fn clean_pass(
+    model: &dyn Classifier,
+    data: &Arc<Dataset>,
+    batch_size: usize,
+    device: &Device,
+) -> (Vec<bool>, bool) {
+    let mut correct_flags = vec![false; data.len()];
+    let mut non_finite = false;
+    for batch in BatchIter::new(data.clone(), LoaderConfig::sequential(batch_size)) {
+        let (x, y) = batch.to_tensors(data.shape, device);
+        let z = model.logits(x);
+        let zs = to_f32s(z.clone());
+        non_finite |= zs.iter().any(|v| !v.is_finite());
+        let b = z.dims()[0];
+        let ok = to_bools(z.argmax(1).reshape([b]).equal(y));
+        for (j, &i) in batch.indices.iter().enumerate() {
+            correct_flags[i] = ok[j];
+        }
+    }
+    (correct_flags, non_finite)
+}
+
+/// Evaluates `model` (put in eval mode here) on `data` under `attacks`. `first_id` is the
+/// dataset index of `data`'s first example (for sharded runs).
+pub fn evaluate(
+    model: &Model,
+    data: Dataset,
+    first_id: u64,
+    attacks: &[Box<dyn Attack>],
+    cfg: &EvalConfig,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> EvalResults {
+    let start = Instant::now();
+    let model = model.valid();
+    let data = Arc::new(data);
+    let ids: Vec<u64> = (0..data.len() as u64).map(|i| first_id + i).collect();
+    let mut warnings = Vec::new();
+    let (clean, non_finite) = clean_pass(&model, &data, cfg.batch_size, device);
+    if non_finite {
+        warnings.push("the model produced NaN or infinite logits on clean inputs".into());
+    }
+    let mut results = Vec::new();
+    for attack in attacks {
+        let t0 = Instant::now();
+        let (robust, stages) = run_attack(
+            &model,
+            attack.as_ref(),
+            &data,
+            &ids,
+            &clean,
+            cfg,
+            device,
+            &mut warnings,
+            progress,
+        );
+        results.push(AttackResult {
+            name: attack.label(),
+            black_box: attack.is_black_box(),
+            robust_accuracy: share(&robust),
+            robust: bits(&robust),
+            stages: stages
+                .iter()
+                .map(|(name, flags)| StageResult {
+                    name: name.clone(),
+                    robust_accuracy: share(flags),
+                    robust: bits(flags),
+                })
+                .collect(),
+            settings: attack.settings(),
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    let mut out = EvalResults {
+        model: model.spec.clone(),
+        checkpoint: None,
+        checkpoint_sha256: None,
+        dataset: data.kind.name().to_string(),
+        eps: cfg.eps,
+        seed: cfg.seed,
+        backend: crate::backend::describe(),
+        example_ids: ids,
+        clean_accuracy: share(&clean),
+        clean: bits(&clean),
+        attacks: results,
+        warnings,
+        seconds: 0.0,
+    };
+    out.warnings.extend(consistency_warnings(&out));
+    if cfg.sanity_checks && !data.is_empty() {
+        if let Some(w) = large_eps_check(&model, &data, &out, cfg, device) {
+            out.warnings.push(w);
+        }
+    }
+    out.seconds = start.elapsed().as_secs_f64();
+    out
+}
+
+/// Signs of gradient masking visible in the table itself.
+pub fn consistency_warnings(r: &EvalResults) -> Vec<String> {
+    let mut w = Vec::new();
+    let fgsm = r.attack("FGSM").map(|a| a.robust_accuracy);
+    let white: Vec<&AttackResult> = r.attacks.iter().filter(|a| !a.black_box).collect();
+    for a in &white {
+        if a.name != "FGSM" {
+            if let Some(f) = fgsm {
+                if a.robust_accuracy > f + 1e-9 {
+                    w.push(format!(
+                        "{} ({:.2}%) is weaker than single-step FGSM ({:.2}%): iterative attacks \
+                         should be stronger; a sign of gradient masking",
+                        a.name,
+                        100.0 * a.robust_accuracy,
+                        100.0 * f
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(best_white) = white.iter().map(|a| a.robust_accuracy).reduce(f64::min) {
+        for b in r.attacks.iter().filter(|a| a.black_box) {
+            if b.robust_accuracy + 1e-9 < best_white {
+                w.push(format!(
+                    "black-box {} ({:.2}%) is stronger than every white-box attack ({:.2}%): a \
+                     sign of gradient masking",
+                    b.name,
+                    100.0 * b.robust_accuracy,
+                    100.0 * best_white
+                ));
+            }
+        }
+    }
+    if let Some(aa) = r.attack("AA") {
+        for s in &aa.stages {
+            if s.robust_accuracy + 1e-9 < aa.robust_accuracy {
+                w.push(format!(
+                    "AA ({}) exceeds its stage {} ({})",
+                    aa.robust_accuracy, s.name, s.robust_accuracy
+                ));
+            }
+        }
+    }
+    w
+}
+
+/// PGD-20 at ε = 0.5 must bring accuracy down to chance or below.
+fn large_eps_check(
+    model: &Model,
+    data: &Arc<Dataset>,
+    r: &EvalResults,
+    cfg: &EvalConfig,
+    device: &Device,
+) -> Option<String> {
+    let n = data.len().min(100);
+    let slice = Arc::new(data.slice(0, n));
+    let big = 0.5;
+    let ctx = AttackContext {
+        eps: big,
+        seed: cfg.seed,
+        device,
+        target: &model.spec,
+    };
+    let attack = attacks::parse_list("pgd-sat", &ctx).ok()?.pop()?;
+    let big_cfg = EvalConfig {
+        eps: big,
+        ..cfg.clone()
+    };
+    let clean = from_bits(&r.clean)[..n].to_vec();
+    let mut sink = Vec::new();
+    let (robust, _) = run_attack(
+        model,
+        attack.as_ref(),
+        &slice,
+        &r.example_ids[..n],
+        &clean,
+        &big_cfg,
+        device,
+        &mut sink,
+        &mut |_| {},
+    );
+    let acc = share(&robust);
+    let chance = 1.0 / model.spec.num_classes as f64;
+    (acc > chance).then(|| {
+        format!(
+            "robust accuracy is still {:.1}% under PGD-20 at eps = 0.5 (on {n} examples); it should \
+             fall to chance ({:.0}%) or below: a sign of gradient masking",
+            100.0 * acc,
+            100.0 * chance
+        )
+    })
+}

@@ -1,0 +1,195 @@
+//! Training objectives (spec/methods.md). A [`Method`] builds its adversarial inputs for a
+//! batch (its inner maximisation) and returns the outer loss to minimise. Methods use the
+//! attack engine and never touch the optimizer, files or the command line.
+
+mod ard;
+mod iad;
+pub mod kl;
+mod natural;
+mod rslad;
+mod sat;
+mod trades;
+
+use crate::attacks::pgd::{ascend, start_point, Start};
+use crate::attacks::util::Ball;
+use crate::data::DatasetKind;
+use crate::models::{Classifier, Model};
+use burn::module::Module;
+use burn::prelude::*;
+pub use kl::KlReduction;
+
+/// The methods by name: adding one is a file and a line here.
+pub const METHODS: &[&str] = &["natural", "sat", "trades", "ard", "iad", "rslad"];
+
+pub fn build(config: &MethodConfig) -> Result<Box<dyn Method>, String> {
+    let m: Box<dyn Method> = match config.name.as_str() {
+        "natural" => Box::new(natural::Natural),
+        "sat" => Box::new(sat::Sat(config.clone())),
+        "trades" => Box::new(trades::Trades(config.clone())),
+        "ard" => Box::new(ard::Ard(config.clone())),
+        "iad" => Box::new(iad::Iad(config.clone())),
+        "rslad" => Box::new(rslad::Rslad(config.clone())),
+        other => {
+            return Err(format!(
+                "unknown method '{other}'; known: {}",
+                METHODS.join(", ")
+            ))
+        }
+    };
+    Ok(m)
+}
+
+/// BatchNorm mode of the student during the inner attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttackBn {
+    /// Batch statistics, running statistics updated (ARD's and IAD's official code).
+    Train,
+    /// Running statistics (a `valid()` snapshot); the training module is left untouched.
+    Eval,
+}
+
+impl std::str::FromStr for AttackBn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "train" => Ok(AttackBn::Train),
+            "eval" => Ok(AttackBn::Eval),
+            _ => Err(format!("attack BN mode '{s}' is not train or eval")),
+        }
+    }
+}
+
+/// Every hyperparameter of every method; each method reads the ones it uses. Defaults follow
+/// the spec (see [`MethodConfig::defaults`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodConfig {
+    pub name: String,
+    /// L-inf radius of the inner attack, [0,1] pixel scale.
+    pub eps: f64,
+    pub attack_steps: usize,
+    pub attack_step_size: f64,
+    pub attack_bn: AttackBn,
+    /// TRADES: weight of the robust KL (β = 6). IAD: exponent of the teacher's trust (β = 0.1).
+    pub beta: f64,
+    /// ARD / IAD: weight of the distillation terms against CE (α = 1).
+    pub alpha: f64,
+    /// ARD (τ = 30) / IAD (τ = 1).
+    pub temperature: f64,
+    /// ARD / RSLAD: reduction of the KL terms.
+    pub kl_reduction: KlReduction,
+    /// IAD: first epoch (from 0) with the introspection term.
+    pub iad_begin: usize,
+}
+
+impl MethodConfig {
+    /// The spec's values for `name` on `dataset`, trained for `epochs` epochs.
+    pub fn defaults(name: &str, dataset: DatasetKind, epochs: usize) -> Self {
+        let eps = dataset.default_eps();
+        MethodConfig {
+            name: name.to_string(),
+            eps,
+            attack_steps: 10,
+            // 2/255 at ε = 8/255; ε/4 = 0.025 at Fashion-MNIST's ε = 0.1.
+            attack_step_size: eps / 4.0,
+            attack_bn: if matches!(name, "ard" | "iad") {
+                AttackBn::Train
+            } else {
+                AttackBn::Eval
+            },
+            beta: if name == "iad" { 0.1 } else { 6.0 },
+            alpha: 1.0,
+            temperature: if name == "ard" { 30.0 } else { 1.0 },
+            kl_reduction: KlReduction::Official,
+            // 60 of IAD's 200 epochs; scaled for shorter runs.
+            iad_begin: if epochs >= 200 {
+                60
+            } else {
+                (epochs as f64 * 0.3).round() as usize
+            },
+        }
+    }
+
+    pub fn needs_teacher(&self) -> bool {
+        matches!(self.name.as_str(), "ard" | "iad" | "rslad")
+    }
+
+    pub fn is_robust(&self) -> bool {
+        self.name != "natural"
+    }
+}
+
+/// One training batch as a method sees it. `x` lives on the plain (non-autodiff) device.
+pub struct StepInput<'a> {
+    pub x: Tensor<4>,
+    pub y: Tensor<1, Int>,
+    /// Dataset indices of the batch's examples (seed their random starts).
+    pub ids: &'a [u64],
+    /// Epoch, counted from 0.
+    pub epoch: usize,
+    /// Seed for this batch's randomness.
+    pub seed: u64,
+}
+
+pub struct StepOutput {
+    /// The scalar outer loss, with a graph to the student's weights.
+    pub loss: Tensor<1>,
+    /// Student logits on the inputs it is trained on (for the training accuracy).
+    pub logits: Tensor<2>,
+}
+
+pub trait Method: Send {
+    fn config(&self) -> Option<&MethodConfig>;
+
+    /// The outer loss of one batch. `student` is the training module (autodiff, training
+    /// mode) and stays in training mode; `teacher` is an eval-mode model without gradients.
+    fn step(&self, student: &Model, teacher: Option<&Model>, input: &StepInput) -> StepOutput;
+}
+
+/// The student's forward pass in training mode (BatchNorm on batch statistics).
+pub fn train_forward(student: &Model, x: Tensor<4>) -> Tensor<2> {
+    student.forward(x.autodiff())
+}
+
+/// Teacher logits without a graph (the teacher is an eval-mode snapshot on the plain device).
+pub fn teacher_logits(teacher: &Model, x: Tensor<4>) -> Tensor<2> {
+    teacher.logits(x.without_autodiff()).detach()
+}
+
+/// A method's inner maximisation: `steps` sign-gradient steps of `loss` from `start`, with the
+/// student's BatchNorm as `bn` says. `clip_start` clips the start to [0,1] (SAT); the TRADES,
+/// ARD and RSLAD codes do not.
+#[allow(clippy::too_many_arguments)]
+pub fn inner_attack(
+    student: &Model,
+    cfg: &MethodConfig,
+    input: &StepInput,
+    start: Start,
+    clip_start: bool,
+    loss: &dyn Fn(Tensor<2>) -> Tensor<1>,
+) -> Tensor<4> {
+    let x = input.x.clone();
+    let ball = Ball::new(&x, cfg.eps);
+    let x0 = start_point(&x, start, cfg.eps, input.seed, 0, input.ids, clip_start);
+    let adv = match cfg.attack_bn {
+        AttackBn::Eval => ascend(
+            &student.valid(),
+            &ball,
+            x0,
+            cfg.attack_step_size,
+            cfg.attack_steps,
+            loss,
+        ),
+        // Batch statistics, running statistics updated, no weight gradients.
+        AttackBn::Train => ascend(
+            &student.clone().no_grad(),
+            &ball,
+            x0,
+            cfg.attack_step_size,
+            cfg.attack_steps,
+            loss,
+        ),
+    };
+    adv.detach().without_autodiff()
+}

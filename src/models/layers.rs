@@ -1,0 +1,100 @@
+//! Small building blocks shared by the model families.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
+use burn::prelude::*;
+
+/// Activation of the WideResNet family: ReLU (TRADES) or Swish = x·sigmoid(x) (the RobustBench
+/// CIFAR-100 WRN-70-16 of Gowal et al. 2020).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Relu,
+    Swish,
+}
+
+impl Activation {
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::Relu => burn::tensor::activation::relu(x),
+            Activation::Swish => burn::tensor::activation::silu(x),
+        }
+    }
+}
+
+/// A bias-free convolution with PyTorch's default (Kaiming-uniform, a = sqrt(5)) initialisation.
+pub fn conv(
+    device: &Device,
+    in_ch: usize,
+    out_ch: usize,
+    kernel: usize,
+    stride: usize,
+    padding: PaddingConfig2d,
+    groups: usize,
+) -> Conv2d {
+    Conv2dConfig::new([in_ch, out_ch], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(padding)
+        .with_groups(groups)
+        .with_bias(false)
+        .with_initializer(Initializer::KaimingUniform {
+            gain: 1.0 / 3f64.sqrt(),
+            fan_out_only: false,
+        })
+        .init(device)
+}
+
+/// 3×3 convolution with symmetric padding 1 (so stride 1 keeps the size).
+pub fn conv3x3(device: &Device, in_ch: usize, out_ch: usize, stride: usize) -> Conv2d {
+    conv(
+        device,
+        in_ch,
+        out_ch,
+        3,
+        stride,
+        PaddingConfig2d::Explicit(1, 1, 1, 1),
+        1,
+    )
+}
+
+/// 1×1 convolution, no padding.
+pub fn conv1x1(device: &Device, in_ch: usize, out_ch: usize, stride: usize) -> Conv2d {
+    conv(device, in_ch, out_ch, 1, stride, PaddingConfig2d::Valid, 1)
+}
+
+pub fn bn(device: &Device, channels: usize) -> BatchNorm {
+    BatchNormConfig::new(channels).init(device)
+}
+
+/// A projection shortcut: 1×1 convolution (stride s) then BatchNorm (PyTorch keys
+/// `shortcut.0`, `shortcut.1`).
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+}
+
+impl ConvBn {
+    pub fn new(device: &Device, in_ch: usize, out_ch: usize, stride: usize) -> Self {
+        ConvBn {
+            conv: conv1x1(device, in_ch, out_ch, stride),
+            bn: bn(device, out_ch),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+/// Mean over the spatial dimensions: [N, C, H, W] -> [N, C]. The reference codes' fixed-size
+/// `avg_pool2d` equals this on 32×32 inputs, and this also works on 28×28.
+pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [n, c, _, _] = x.dims();
+    x.mean_dim(3).mean_dim(2).reshape([n, c])
+}
+
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    burn::tensor::activation::relu(x)
+}

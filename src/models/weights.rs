@@ -1,0 +1,267 @@
+//! Model weights on disk: safetensors files whose metadata records the [`ModelSpec`], so that
+//! a checkpoint always rebuilds the model it came from and a checkpoint for another model is a
+//! clear error, never a silently wrong network. Writes are atomic (temporary file, rename).
+
+use super::{Model, ModelSpec, UnknownModel};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+const SPEC_KEY: &str = "rslad.spec";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{path}: file not found")]
+    Missing { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid safetensors file: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "{path}: not an rslad checkpoint (no '{SPEC_KEY}' metadata). \
+         Bring PyTorch or foreign weights in with `rslad import`."
+    )]
+    NoSpec { path: PathBuf },
+    #[error("{path}: checkpoint is for {found}, but {expected} was asked for")]
+    WrongModel {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("{path}: tensors do not fit {model}:\n{details}")]
+    Mismatch {
+        path: PathBuf,
+        model: String,
+        details: String,
+    },
+    #[error(transparent)]
+    UnknownModel(#[from] UnknownModel),
+    #[error("{path}: cannot write: {detail}")]
+    Write { path: PathBuf, detail: String },
+}
+
+fn describe(spec: &ModelSpec) -> String {
+    format!(
+        "{} ({}x{}x{} input, {} classes)",
+        spec.name, spec.input.channels, spec.input.height, spec.input.width, spec.num_classes
+    )
+}
+
+/// Header of a safetensors file: tensor name → (dtype, shape), and the metadata map.
+pub(crate) struct Header {
+    pub tensors: BTreeMap<String, (String, Vec<usize>)>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Reads and checks the header without loading the tensors (and checks the file is not cut
+/// short).
+pub(crate) fn read_header(path: &Path) -> Result<Header, WeightsError> {
+    let corrupt = |detail: String| WeightsError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => WeightsError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => WeightsError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| WeightsError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?
+        .len();
+    let mut len_bytes = [0u8; 8];
+    file.read_exact(&mut len_bytes)
+        .map_err(|_| corrupt("shorter than the 8-byte header length".into()))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > 100_000_000 || 8 + header_len > file_len {
+        return Err(corrupt(format!(
+            "header length {header_len} does not fit in a {file_len}-byte file"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| corrupt(format!("cannot read header: {e}")))?;
+    let json: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("header is not JSON: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    let mut metadata = HashMap::new();
+    let mut data_end = 0u64;
+    for (name, value) in json {
+        if name == "__metadata__" {
+            if let Some(map) = value.as_object() {
+                for (k, v) in map {
+                    metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                }
+            }
+            continue;
+        }
+        let dtype = value["dtype"].as_str().unwrap_or("?").to_string();
+        let shape: Vec<usize> = value["shape"]
+            .as_array()
+            .ok_or_else(|| corrupt(format!("tensor {name} has no shape")))?
+            .iter()
+            .map(|d| d.as_u64().unwrap_or(0) as usize)
+            .collect();
+        let end = value["data_offsets"][1]
+            .as_u64()
+            .ok_or_else(|| corrupt(format!("tensor {name} has no data offsets")))?;
+        data_end = data_end.max(end);
+        tensors.insert(name, (dtype, shape));
+    }
+    if 8 + header_len + data_end > file_len {
+        return Err(corrupt(format!(
+            "truncated: tensors need {} bytes, the file has {file_len}",
+            8 + header_len + data_end
+        )));
+    }
+    Ok(Header { tensors, metadata })
+}
+
+/// The spec recorded in an rslad checkpoint.
+pub fn peek_spec(path: &Path) -> Result<ModelSpec, WeightsError> {
+    let header = read_header(path)?;
+    spec_of(path, &header)
+}
+
+fn spec_of(path: &Path, header: &Header) -> Result<ModelSpec, WeightsError> {
+    let raw = header
+        .metadata
+        .get(SPEC_KEY)
+        .ok_or_else(|| WeightsError::NoSpec {
+            path: path.to_path_buf(),
+        })?;
+    serde_json::from_str(raw).map_err(|e| WeightsError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("bad {SPEC_KEY} metadata: {e}"),
+    })
+}
+
+/// Names and shapes of every tensor a model saves.
+pub(crate) fn model_tensors(model: &Model) -> BTreeMap<String, Vec<usize>> {
+    model
+        .collect(None, None, true)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect()
+}
+
+/// Lists what differs between a file's tensors and a model's, or `None` if they agree.
+pub(crate) fn compare_tensors(
+    file: &BTreeMap<String, (String, Vec<usize>)>,
+    model: &BTreeMap<String, Vec<usize>>,
+) -> Option<String> {
+    let mut lines = Vec::new();
+    for (name, shape) in model {
+        match file.get(name) {
+            None => lines.push(format!("  missing: {name} {shape:?}")),
+            Some((_, s)) if s != shape => lines.push(format!(
+                "  wrong shape: {name} is {s:?} in the file, {shape:?} in the model"
+            )),
+            Some((dtype, _)) if dtype != "F32" => {
+                lines.push(format!("  wrong dtype: {name} is {dtype}, expected F32"))
+            }
+            _ => {}
+        }
+    }
+    for name in file.keys() {
+        if !model.contains_key(name) {
+            lines.push(format!("  unexpected: {name}"));
+        }
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+/// Loads an rslad checkpoint onto `device`. With `expected`, the checkpoint must be for that
+/// model (same architecture, input shape and classes).
+pub fn load_model(
+    path: &Path,
+    device: &Device,
+    expected: Option<&ModelSpec>,
+) -> Result<Model, WeightsError> {
+    let header = read_header(path)?;
+    let spec = spec_of(path, &header)?;
+    if let Some(expected) = expected {
+        let same_arch = expected.arch().ok() == spec.arch().ok();
+        if !same_arch || expected.input != spec.input || expected.num_classes != spec.num_classes {
+            return Err(WeightsError::WrongModel {
+                path: path.to_path_buf(),
+                found: describe(&spec),
+                expected: describe(expected),
+            });
+        }
+    }
+    let mut model = spec.build(device)?;
+    if let Some(details) = compare_tensors(&header.tensors, &model_tensors(&model)) {
+        return Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            model: describe(&spec),
+            details,
+        });
+    }
+    let mut store = SafetensorsStore::from_file(path).skip_enum_variants(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
+        return Err(WeightsError::Mismatch {
+            path: path.to_path_buf(),
+            model: describe(&spec),
+            details: format!(
+                "  errors: {:?}\n  missing: {:?}\n  unused: {:?}",
+                result.errors, result.missing, result.unused
+            ),
+        });
+    }
+    Ok(model)
+}
+
+/// Saves `model` atomically, with its spec and `extra` metadata.
+pub fn save_model(
+    model: &Model,
+    path: &Path,
+    extra: &[(&str, String)],
+) -> Result<(), WeightsError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| WeightsError::Io {
+            path: parent.to_path_buf(),
+            source: e,
+        })?;
+    }
+    let mut store = SafetensorsStore::from_file(path)
+        .skip_enum_variants(true)
+        .overwrite(true)
+        .metadata(
+            SPEC_KEY,
+            serde_json::to_string(&model.spec).expect("spec serialises"),
+        );
+    for (k, v) in extra {
+        store = store.metadata(*k, v.clone());
+    }
+    model
+        .save_into(&mut store)
+        .map_err(|e| WeightsError::Write {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })
+}
+
+/// Metadata of a checkpoint (the spec and whatever the writer added).
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, WeightsError> {
+    Ok(read_header(path)?.metadata)
+}

@@ -1,0 +1,286 @@
+//! The run directory and resume state.
+//!
+//! `state.json` is the single commit point: it is written (atomically) only after the files it
+//! names are complete, and it names the weights and optimizer state of the last finished
+//! epoch, the best checkpoint so far and the metrics history. Everything else a user reads
+//! (`last.safetensors`, `best.safetensors`, `metrics.jsonl`) is derived from it, and rewritten
+//! from it on resume, so a run killed at any moment resumes from its last finished epoch.
+
+use super::sgd::Sgd;
+use crate::io::{copy_atomic, write_atomic};
+use crate::models::{load_model, save_model, Model, ModelSpec, WeightsError};
+use burn::prelude::*;
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochMetrics {
+    /// Counted from 1.
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    /// Accuracy on the inputs of the method's main loss term (adversarial for SAT, ARD, IAD,
+    /// RSLAD; clean for natural and TRADES).
+    pub train_accuracy: f64,
+    pub test_accuracy: f64,
+    /// PGD-20 accuracy on the monitor slice (robust methods only).
+    pub robust_accuracy: Option<f64>,
+    pub monitor_clean_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BestRecord {
+    /// Counted from 1.
+    pub epoch: usize,
+    /// The selection metric: robust accuracy for robust methods, clean accuracy otherwise.
+    pub metric: f64,
+    pub file: String,
+}
+
+/// The resume state (`state.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunState {
+    pub epochs_done: usize,
+    pub weights: String,
+    pub optimizer: String,
+    pub best: Option<BestRecord>,
+    /// All randomness is a function of (seed, epoch, batch): this is the RNG state.
+    pub seed: u64,
+    pub next_epoch: usize,
+    pub metrics: Vec<EpochMetrics>,
+    pub teacher: Option<serde_json::Value>,
+}
+
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("{path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl RunDir {
+    pub fn new(root: &Path) -> Self {
+        RunDir {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("config.toml")
+    }
+
+    pub fn write_text(&self, name: &str, text: &str) -> Result<(), CheckpointError> {
+        let p = self.path(name);
+        write_atomic(&p, text.as_bytes()).map_err(io_err(&p))
+    }
+
+    pub fn read_state(&self) -> Result<Option<RunState>, CheckpointError> {
+        let p = self.path("state.json");
+        match std::fs::read_to_string(&p) {
+            Ok(text) => {
+                serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| CheckpointError::Corrupt {
+                        path: p,
+                        detail: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    /// Writes the files of a finished epoch, then commits them with `state.json`, then derives
+    /// the user-facing files.
+    pub fn commit_epoch(
+        &self,
+        model: &Model,
+        sgd: &Sgd,
+        state: &mut RunState,
+        new_best: Option<f64>,
+    ) -> Result<(), CheckpointError> {
+        let epoch = state.epochs_done;
+        let weights = format!("ckpt/epoch-{epoch:04}.safetensors");
+        let optimizer = format!("ckpt/epoch-{epoch:04}.optim.safetensors");
+        save_model(
+            model,
+            &self.path(&weights),
+            &[("rslad.epoch", epoch.to_string())],
+        )?;
+        save_velocity(sgd, &self.path(&optimizer))?;
+        let previous = (
+            state.weights.clone(),
+            state.optimizer.clone(),
+            state.best.clone(),
+        );
+        if let Some(metric) = new_best {
+            let file = format!("ckpt/best-epoch-{epoch:04}.safetensors");
+            copy_atomic(&self.path(&weights), &self.path(&file))
+                .map_err(io_err(&self.path(&file)))?;
+            state.best = Some(BestRecord {
+                epoch,
+                metric,
+                file,
+            });
+        }
+        state.weights = weights;
+        state.optimizer = optimizer;
+        let json = serde_json::to_string_pretty(state).expect("state serialises");
+        self.write_text("state.json", &json)?;
+        // Committed: the previous epoch's files are no longer referenced.
+        for old in [previous.0, previous.1] {
+            if !old.is_empty() && old != state.weights && old != state.optimizer {
+                let _ = std::fs::remove_file(self.path(&old));
+            }
+        }
+        if let (Some(old), Some(new)) = (previous.2, &state.best) {
+            if old.file != new.file {
+                let _ = std::fs::remove_file(self.path(&old.file));
+            }
+        }
+        self.derive_user_files(state)
+    }
+
+    /// `last.safetensors`, `best.safetensors` and `metrics.jsonl` from the committed state.
+    pub fn derive_user_files(&self, state: &RunState) -> Result<(), CheckpointError> {
+        if !state.weights.is_empty() {
+            let last = self.path("last.safetensors");
+            copy_atomic(&self.path(&state.weights), &last).map_err(io_err(&last))?;
+        }
+        if let Some(best) = &state.best {
+            let p = self.path("best.safetensors");
+            copy_atomic(&self.path(&best.file), &p).map_err(io_err(&p))?;
+        }
+        let mut lines = String::new();
+        for m in &state.metrics {
+            lines.push_str(&serde_json::to_string(m).expect("metrics serialise"));
+            lines.push('\n');
+        }
+        self.write_text("metrics.jsonl", &lines)
+    }
+
+    /// Removes checkpoint files no committed state refers to (left by a crash mid-epoch).
+    pub fn remove_stale(&self, state: Option<&RunState>) {
+        let keep: Vec<String> = state
+            .map(|s| {
+                let mut v = vec![s.weights.clone(), s.optimizer.clone()];
+                if let Some(b) = &s.best {
+                    v.push(b.file.clone());
+                }
+                v
+            })
+            .unwrap_or_default();
+        if let Ok(entries) = std::fs::read_dir(self.path("ckpt")) {
+            for e in entries.flatten() {
+                let rel = format!("ckpt/{}", e.file_name().to_string_lossy());
+                if !keep.contains(&rel) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// The model (on `device`'s autodiff device) and optimizer of the committed state.
+    pub fn load_state_tensors(
+        &self,
+        state: &RunState,
+        spec: &ModelSpec,
+        device: &Device,
+        sgd: &mut Sgd,
+    ) -> Result<Model, CheckpointError> {
+        // Built on the autodiff device, so the loaded weights are trainable parameters.
+        let model = load_model(
+            &self.path(&state.weights),
+            &device.clone().autodiff(),
+            Some(spec),
+        )?;
+        sgd.velocity = load_velocity(
+            &self.path(&state.optimizer),
+            &device.clone().without_autodiff(),
+        )?;
+        Ok(model)
+    }
+}
+
+fn save_velocity(sgd: &Sgd, path: &Path) -> Result<(), CheckpointError> {
+    let host: Vec<(String, Vec<u8>, usize)> = sgd
+        .velocity
+        .iter()
+        .map(|(k, v)| {
+            let data: Vec<f32> = v.to_data().try_into_vec_as().expect("f32 velocity");
+            let n = data.len();
+            (
+                k.clone(),
+                data.iter().flat_map(|f| f.to_le_bytes()).collect(),
+                n,
+            )
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = host
+        .iter()
+        .map(|(k, bytes, n)| {
+            (
+                k.clone(),
+                TensorView::new(Dtype::F32, vec![*n], bytes).expect("valid view"),
+            )
+        })
+        .collect();
+    let mut meta = HashMap::new();
+    meta.insert("momentum".to_string(), sgd.momentum.to_string());
+    meta.insert("weight_decay".to_string(), sgd.weight_decay.to_string());
+    let bytes =
+        safetensors::serialize(views, Some(meta)).map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    write_atomic(path, &bytes).map_err(io_err(path))
+}
+
+fn load_velocity(
+    path: &Path,
+    device: &Device,
+) -> Result<BTreeMap<String, Tensor<1>>, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let st =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let n = data.len();
+        out.insert(name, Tensor::from_data(TensorData::new(data, [n]), device));
+    }
+    Ok(out)
+}

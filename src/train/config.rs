@@ -1,0 +1,312 @@
+//! The run configuration: one validated value built from defaults, an optional TOML file and
+//! command-line flags (flags win), recorded as `config.toml` in the run directory.
+
+use crate::data::DatasetKind;
+use crate::methods::{AttackBn, KlReduction, MethodConfig};
+use crate::models::Arch;
+use std::path::PathBuf;
+
+/// Everything needed to repeat a run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub dataset: DatasetKind,
+    pub data_dir: Option<PathBuf>,
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    pub model: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Epochs (counted from 0) at whose start the learning rate is multiplied by `gamma`.
+    pub milestones: Vec<usize>,
+    pub gamma: f64,
+    pub seed: u64,
+    pub augment: bool,
+    pub teacher: Option<PathBuf>,
+    pub teacher_model: Option<String>,
+    /// Size of the fixed test slice (its first examples) for the per-epoch robust accuracy.
+    pub monitor_examples: usize,
+    pub eval_batch_size: usize,
+    pub out: PathBuf,
+    /// Written by rslad: the backend and device that ran.
+    pub backend: String,
+    pub rslad_version: String,
+    pub method: MethodConfig,
+}
+
+/// Settings given by a TOML file or flags; anything left out takes its default.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOverrides {
+    pub method: Option<String>,
+    pub dataset: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    pub model: Option<String>,
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub lr: Option<f64>,
+    pub momentum: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub milestones: Option<Vec<usize>>,
+    pub gamma: Option<f64>,
+    pub seed: Option<u64>,
+    pub augment: Option<bool>,
+    pub teacher: Option<PathBuf>,
+    pub teacher_model: Option<String>,
+    pub monitor_examples: Option<usize>,
+    pub eval_batch_size: Option<usize>,
+    pub out: Option<PathBuf>,
+    /// `0.1` or `8/255`.
+    pub eps: Option<String>,
+    pub attack_steps: Option<usize>,
+    /// `0.025` or `2/255`.
+    pub attack_step_size: Option<String>,
+    pub attack_bn: Option<String>,
+    pub beta: Option<f64>,
+    pub alpha: Option<f64>,
+    pub temperature: Option<f64>,
+    pub kl_reduction: Option<String>,
+    pub iad_begin: Option<usize>,
+}
+
+macro_rules! take_newer {
+    ($base:ident, $new:ident, $($f:ident),*) => { $( if $new.$f.is_some() { $base.$f = $new.$f; } )* };
+}
+
+impl TrainOverrides {
+    /// Reads a TOML file; unknown keys are an error naming them.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// `self` with every setting that `newer` gives replaced.
+    pub fn merged(mut self, newer: TrainOverrides) -> Self {
+        take_newer!(
+            self,
+            newer,
+            method,
+            dataset,
+            data_dir,
+            train_limit,
+            test_limit,
+            model,
+            epochs,
+            batch_size,
+            lr,
+            momentum,
+            weight_decay,
+            milestones,
+            gamma,
+            seed,
+            augment,
+            teacher,
+            teacher_model,
+            monitor_examples,
+            eval_batch_size,
+            out,
+            eps,
+            attack_steps,
+            attack_step_size,
+            attack_bn,
+            beta,
+            alpha,
+            temperature,
+            kl_reduction,
+            iad_begin
+        );
+        self
+    }
+
+    /// Fills in defaults and checks every value.
+    pub fn resolve(self) -> Result<TrainConfig, String> {
+        let dataset: DatasetKind = self
+            .dataset
+            .as_deref()
+            .ok_or("no dataset given (--dataset fashion-mnist|cifar10|cifar100)")?
+            .parse()
+            .map_err(|e: crate::data::DataError| e.to_string())?;
+        let method = self.method.unwrap_or_else(|| "natural".into());
+        if !crate::methods::METHODS.contains(&method.as_str()) {
+            return Err(format!(
+                "unknown method '{method}'; known: {}",
+                crate::methods::METHODS.join(", ")
+            ));
+        }
+        let cpu_scale = dataset == DatasetKind::FashionMnist;
+        let epochs = self.epochs.unwrap_or(if cpu_scale { 10 } else { 300 });
+        if epochs == 0 {
+            return Err("--epochs must be at least 1".into());
+        }
+        let model = self
+            .model
+            .unwrap_or_else(|| if cpu_scale { "cnn-small" } else { "resnet18" }.into());
+        let arch: Arch = model
+            .parse()
+            .map_err(|e: crate::models::UnknownModel| e.to_string())?;
+        let mut m = MethodConfig::defaults(&method, dataset, epochs);
+        if let Some(e) = &self.eps {
+            m.eps = crate::units::parse_eps(e)?;
+            m.attack_step_size = m.eps / 4.0;
+        }
+        if let Some(s) = &self.attack_step_size {
+            m.attack_step_size = crate::units::parse_fraction(s)?;
+        }
+        if let Some(v) = self.attack_steps {
+            m.attack_steps = v;
+        }
+        if let Some(v) = &self.attack_bn {
+            m.attack_bn = v.parse::<AttackBn>()?;
+        }
+        if let Some(v) = self.beta {
+            m.beta = v;
+        }
+        if let Some(v) = self.alpha {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("--alpha {v} is outside [0, 1]"));
+            }
+            m.alpha = v;
+        }
+        if let Some(v) = self.temperature {
+            if v <= 0.0 {
+                return Err(format!("--temperature {v} must be positive"));
+            }
+            m.temperature = v;
+        }
+        if let Some(v) = &self.kl_reduction {
+            m.kl_reduction = v.parse::<KlReduction>()?;
+        }
+        if let Some(v) = self.iad_begin {
+            m.iad_begin = v;
+        }
+        let batch_size = self.batch_size.unwrap_or(128);
+        if batch_size == 0 {
+            return Err("--batch-size must be at least 1".into());
+        }
+        let lr = self.lr.unwrap_or(0.1);
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(format!("--lr {lr} must be positive"));
+        }
+        let milestones = self
+            .milestones
+            .unwrap_or_else(|| default_milestones(epochs));
+        if self.teacher.is_none() && m.needs_teacher() {
+            return Err(format!(
+                "method {method} distills a teacher: pass --teacher FILE (an rslad checkpoint; \
+                 `rslad import` converts PyTorch ones) and --teacher-model NAME"
+            ));
+        }
+        Ok(TrainConfig {
+            dataset,
+            data_dir: self.data_dir,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            model: arch.to_string(),
+            epochs,
+            batch_size,
+            lr,
+            momentum: self.momentum.unwrap_or(0.9),
+            weight_decay: self.weight_decay.unwrap_or(2e-4),
+            milestones,
+            gamma: self.gamma.unwrap_or(0.1),
+            seed: self.seed.unwrap_or(0),
+            augment: self.augment.unwrap_or(!dataset.default_augment().is_none()),
+            teacher: self.teacher,
+            teacher_model: self.teacher_model,
+            monitor_examples: self.monitor_examples.unwrap_or(1000),
+            eval_batch_size: self.eval_batch_size.unwrap_or(256),
+            out: self.out.ok_or("no run directory given (--out DIR)")?,
+            backend: crate::backend::describe(),
+            rslad_version: env!("CARGO_PKG_VERSION").to_string(),
+            method: m,
+        })
+    }
+}
+
+/// RSLAD's 215/260/285 of 300 epochs, scaled to `epochs`.
+pub fn default_milestones(epochs: usize) -> Vec<usize> {
+    if epochs == 300 {
+        return vec![215, 260, 285];
+    }
+    [215.0 / 300.0, 260.0 / 300.0, 285.0 / 300.0]
+        .iter()
+        .map(|f| (f * epochs as f64).round() as usize)
+        .collect()
+}
+
+impl TrainConfig {
+    /// Learning rate of `epoch` (from 0): `lr · γ^(milestones ≤ epoch)`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let passed = self.milestones.iter().filter(|&&m| m <= epoch).count();
+        self.lr * self.gamma.powi(passed as i32)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serialises")
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> TrainOverrides {
+        TrainOverrides {
+            dataset: Some("fashion-mnist".into()),
+            out: Some("/tmp/x".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn schedule_matches_the_official_code() {
+        let mut o = base();
+        o.epochs = Some(300);
+        let c = o.resolve().unwrap();
+        assert_eq!(c.milestones, vec![215, 260, 285]);
+        // Epochs 1..=215 of the official loop (0..=214 here) run at 0.1.
+        assert_eq!(c.lr_at(214), 0.1);
+        assert!((c.lr_at(215) - 0.01).abs() < 1e-12);
+        assert!((c.lr_at(299) - 1e-4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn flags_override_file_and_bad_values_are_errors() {
+        let file: TrainOverrides = toml::from_str(
+            "dataset = 'cifar10'\nlr = 0.05\nepochs = 3\nmethod = 'trades'\neps = '8/255'",
+        )
+        .unwrap();
+        let flags = TrainOverrides {
+            lr: Some(0.2),
+            out: Some("/tmp/y".into()),
+            ..Default::default()
+        };
+        let c = file.merged(flags).resolve().unwrap();
+        assert_eq!(c.lr, 0.2);
+        assert_eq!(c.epochs, 3);
+        assert_eq!(c.method.beta, 6.0);
+        assert!((c.method.attack_step_size - 2.0 / 255.0).abs() < 1e-12);
+        assert!(c.augment, "CIFAR augments by default");
+        let round: TrainConfig = TrainConfig::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(round, c);
+        assert!(toml::from_str::<TrainOverrides>("learning_rate = 1").is_err());
+        let mut o = base();
+        o.method = Some("rslad".into());
+        assert!(o.resolve().unwrap_err().contains("--teacher"));
+        let mut o = base();
+        o.eps = Some("8".into());
+        assert!(o.resolve().is_err());
+        let mut o = base();
+        o.model = Some("vgg".into());
+        assert!(o.resolve().unwrap_err().contains("unknown model"));
+    }
+}

@@ -1,0 +1,341 @@
+//! Training: the epoch loop, the learning-rate schedule, per-epoch evaluation, checkpoints and
+//! resume. Knows methods only through the [`crate::methods::Method`] trait.
+
+pub mod checkpoint;
+pub mod config;
+pub mod sgd;
+
+pub use checkpoint::{EpochMetrics, RunDir, RunState};
+pub use config::{TrainConfig, TrainOverrides};
+
+use crate::attacks::{self, AttackContext};
+use crate::data::{self, Augment, BatchIter, Dataset, LoaderConfig, Split};
+use crate::eval::{self, EvalConfig};
+use crate::methods::{self, StepInput};
+use crate::models::{load_model, Model, ModelSpec};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("teacher {path}: {detail}")]
+    Teacher { path: String, detail: String },
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "the loss became {value} at epoch {epoch}, batch {batch}: training diverged. The run \
+         directory keeps the last finished epoch; lower --lr or check the data and the teacher"
+    )]
+    NonFinite {
+        epoch: usize,
+        batch: usize,
+        value: f32,
+    },
+}
+
+/// What the loop reports while it runs (the CLI draws progress bars from it).
+pub trait Observer {
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    fn batch(&mut self, _done: usize, _loss: f64, _accuracy: f64, _images_per_second: f64) {}
+    fn evaluating(&mut self, _what: &str) {}
+    fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
+    fn message(&mut self, _text: &str) {}
+}
+
+/// An observer that reports nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Seed of one batch's randomness (attack starts).
+fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((epoch as u64) << 32)
+        .wrapping_add(batch as u64)
+}
+
+/// PGD-20 robust accuracy and clean accuracy of `model` on the monitor slice: the RSLAD code's
+/// selector (step 0.003 at ε = 8/255, uniform start, CE).
+pub fn monitor(
+    model: &Model,
+    data: &Arc<Dataset>,
+    eps: f64,
+    seed: u64,
+    batch_size: usize,
+    device: &Device,
+) -> (f64, f64) {
+    let ctx = AttackContext {
+        eps,
+        seed,
+        device,
+        target: &model.spec,
+    };
+    let step = eps * attacks::TRADES_STEP_RATIO;
+    let attack = attacks::parse_list(&format!("pgd-sat:step={step}"), &ctx)
+        .expect("monitor attack")
+        .remove(0);
+    let cfg = EvalConfig {
+        eps,
+        batch_size,
+        seed,
+        sanity_checks: false,
+    };
+    let valid = model.valid();
+    let (clean, _) = eval::clean_pass(&valid, data, batch_size, device);
+    let ids: Vec<u64> = (0..data.len() as u64).collect();
+    let mut sink = Vec::new();
+    let (robust, _) = eval::run_attack(
+        &valid,
+        attack.as_ref(),
+        data,
+        &ids,
+        &clean,
+        &cfg,
+        device,
+        &mut sink,
+        &mut |_| {},
+    );
+    let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len().max(1) as f64;
+    (share(&clean), share(&robust))
+}
+
+/// Loads and checks the teacher: it must fit the dataset, and `teacher_model` when given.
+pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>, TrainError> {
+    let Some(path) = &cfg.teacher else {
+        return Ok(None);
+    };
+    let err = |detail: String| TrainError::Teacher {
+        path: path.display().to_string(),
+        detail,
+    };
+    let expected = match &cfg.teacher_model {
+        Some(name) => Some(ModelSpec::for_dataset(
+            name.parse()
+                .map_err(|e: crate::models::UnknownModel| err(e.to_string()))?,
+            cfg.dataset,
+        )),
+        None => None,
+    };
+    let teacher = load_model(path, device, expected.as_ref()).map_err(|e| err(e.to_string()))?;
+    let want = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
+    if teacher.spec.input != want.input || teacher.spec.num_classes != want.num_classes {
+        return Err(err(format!(
+            "it takes {}x{}x{} images with {} classes, but {} has {}x{}x{} with {}",
+            teacher.spec.input.channels,
+            teacher.spec.input.height,
+            teacher.spec.input.width,
+            teacher.spec.num_classes,
+            cfg.dataset,
+            want.input.channels,
+            want.input.height,
+            want.input.width,
+            want.num_classes
+        )));
+    }
+    // Eval mode, plain device: no gradients, running statistics.
+    Ok(Some(teacher.valid()))
+}
+
+/// Trains as `cfg` says, resuming from the run directory's committed state if there is one.
+pub fn run(
+    cfg: &TrainConfig,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<RunState, TrainError> {
+    let dir = RunDir::new(&cfg.out);
+    std::fs::create_dir_all(&cfg.out).map_err(|e| checkpoint::CheckpointError::Io {
+        path: cfg.out.clone(),
+        source: e,
+    })?;
+    dir.write_text("config.toml", &cfg.to_toml())?;
+
+    let train = Arc::new(data::load(
+        cfg.dataset,
+        cfg.data_dir.as_deref(),
+        Split::Train,
+        cfg.train_limit,
+    )?);
+    let test = Arc::new(data::load(
+        cfg.dataset,
+        cfg.data_dir.as_deref(),
+        Split::Test,
+        cfg.test_limit,
+    )?);
+    let monitor_set = Arc::new(test.slice(0, cfg.monitor_examples));
+    let method = methods::build(&cfg.method).map_err(TrainError::Config)?;
+    let robust_method = cfg.method.is_robust();
+    let teacher = if cfg.method.needs_teacher() {
+        let t = load_teacher(cfg, device)?;
+        if t.is_none() {
+            return Err(TrainError::Config(format!(
+                "method {} needs --teacher",
+                cfg.method.name
+            )));
+        }
+        t
+    } else {
+        None
+    };
+
+    let spec = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
+    let ad = device.clone().autodiff();
+    let mut sgd = sgd::Sgd::new(cfg.momentum, cfg.weight_decay);
+    let previous = dir.read_state()?;
+    dir.remove_stale(previous.as_ref());
+    let (mut model, mut state) = match previous {
+        Some(state) if state.epochs_done > 0 => {
+            let model = dir.load_state_tensors(&state, &spec, device, &mut sgd)?;
+            dir.derive_user_files(&state)?;
+            observer.message(&format!("resuming after epoch {}", state.epochs_done));
+            (model, state)
+        }
+        _ => {
+            device.seed(cfg.seed);
+            let model = spec.build(&ad).expect("validated model name");
+            let mut state = RunState {
+                epochs_done: 0,
+                weights: String::new(),
+                optimizer: String::new(),
+                best: None,
+                seed: cfg.seed,
+                next_epoch: 0,
+                metrics: Vec::new(),
+                teacher: None,
+            };
+            if let Some(t) = &teacher {
+                observer.evaluating("teacher");
+                let (clean, robust) = monitor(
+                    t,
+                    &monitor_set,
+                    cfg.method.eps,
+                    cfg.seed,
+                    cfg.eval_batch_size,
+                    device,
+                );
+                observer.message(&format!(
+                    "teacher {}: clean {:.2}%, PGD-20 {:.2}% on {} test images",
+                    t.spec.name,
+                    100.0 * clean,
+                    100.0 * robust,
+                    monitor_set.len()
+                ));
+                state.teacher = Some(serde_json::json!({
+                    "model": t.spec.name,
+                    "checkpoint": cfg.teacher.as_ref().map(|p| p.display().to_string()),
+                    "monitor_clean_accuracy": clean,
+                    "monitor_robust_accuracy": robust,
+                }));
+            }
+            (model, state)
+        }
+    };
+
+    let augment = if cfg.augment {
+        cfg.dataset.default_augment()
+    } else {
+        Augment::NONE
+    };
+    for epoch in state.epochs_done..cfg.epochs {
+        let t0 = Instant::now();
+        let lr = cfg.lr_at(epoch);
+        let loader = BatchIter::new(
+            train.clone(),
+            LoaderConfig {
+                batch_size: cfg.batch_size,
+                shuffle: true,
+                augment,
+                seed: cfg.seed,
+                epoch,
+            },
+        );
+        observer.epoch_start(epoch, cfg.epochs, loader.num_batches);
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        for (bi, batch) in loader.enumerate() {
+            let (x, y) = batch.to_tensors(train.shape, device);
+            let ids: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
+            let input = StepInput {
+                x,
+                y: y.clone(),
+                ids: &ids,
+                epoch,
+                seed: batch_seed(cfg.seed, epoch, bi),
+            };
+            let out = method.step(&model, teacher.as_ref(), &input);
+            let loss_value = out.loss.clone().into_scalar::<f32>();
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch: epoch + 1,
+                    batch: bi + 1,
+                    value: loss_value,
+                });
+            }
+            let n = batch.len();
+            let pred = out
+                .logits
+                .detach()
+                .without_autodiff()
+                .argmax(1)
+                .reshape([n]);
+            correct += pred.equal(y).int().sum().into_scalar::<i64>() as usize;
+            seen += n;
+            loss_sum += loss_value as f64 * n as f64;
+            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            model = sgd.step(lr, model, grads);
+            observer.batch(
+                bi + 1,
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+                seen as f64 / t0.elapsed().as_secs_f64(),
+            );
+        }
+        let train_seconds = t0.elapsed().as_secs_f64();
+
+        observer.evaluating("test");
+        let valid = model.valid();
+        let (clean_flags, _) = eval::clean_pass(&valid, &test, cfg.eval_batch_size, device);
+        let test_accuracy =
+            clean_flags.iter().filter(|&&b| b).count() as f64 / clean_flags.len().max(1) as f64;
+        let (robust_accuracy, monitor_clean) = if robust_method {
+            observer.evaluating("PGD-20");
+            let (c, r) = monitor(
+                &valid,
+                &monitor_set,
+                cfg.method.eps,
+                cfg.seed,
+                cfg.eval_batch_size,
+                device,
+            );
+            (Some(r), Some(c))
+        } else {
+            (None, None)
+        };
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            test_accuracy,
+            robust_accuracy,
+            monitor_clean_accuracy: monitor_clean,
+            seconds: t0.elapsed().as_secs_f64(),
+            images_per_second: seen as f64 / train_seconds,
+        };
+        let metric = robust_accuracy.unwrap_or(test_accuracy);
+        let new_best = match &state.best {
+            Some(b) if b.metric >= metric => None,
+            _ => Some(metric),
+        };
+        state.metrics.push(metrics.clone());
+        state.epochs_done = epoch + 1;
+        state.next_epoch = epoch + 1;
+        dir.commit_epoch(&valid, &sgd, &mut state, new_best)?;
+        observer.epoch_end(&metrics);
+    }
+    Ok(state)
+}

@@ -96,13 +96,10 @@ fn read_idx(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>
         raw
     };
     let header = 4 + 4 * rank;
-    if bytes.len() < header {
+    if bytes.len() < 4 {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            detail: format!(
-                "{} bytes, shorter than the {header}-byte IDX header",
-                bytes.len()
-            ),
+            detail: format!("{} bytes, shorter than the {header}-byte IDX header", bytes.len()),
         });
     }
     let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
@@ -116,6 +113,12 @@ fn read_idx(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>
                 "IDX label (magic 0x00000801)"
             },
             detail: format!("magic number is 0x{found:08x}"),
+        });
+    }
+    if bytes.len() < header {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            detail: format!("{} bytes, shorter than the {header}-byte IDX header", bytes.len()),
         });
     }
     let dims: Vec<usize> = (0..rank).map(|d| word(4 + 4 * d) as usize).collect();

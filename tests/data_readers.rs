@@ -19,13 +19,24 @@ fn cifar_records(n: usize, label_bytes: &[u8], seed: u64) -> Vec<u8> {
 }
 
 fn write_cifar10(dir: &Path, per_file: usize) {
-    for (k, name) in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"]
-        .iter()
-        .enumerate()
+    for (k, name) in [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ]
+    .iter()
+    .enumerate()
     {
         let mut bytes = Vec::new();
         for i in 0..per_file {
-            bytes.extend(cifar_records(1, &[((i + k) % 10) as u8], (k * 100 + i) as u64));
+            bytes.extend(cifar_records(
+                1,
+                &[((i + k) % 10) as u8],
+                (k * 100 + i) as u64,
+            ));
         }
         std::fs::write(dir.join(name), bytes).unwrap();
     }
@@ -41,7 +52,11 @@ fn cifar10_good_files() {
     // File order: batch 1 records first; labels as written.
     assert_eq!(&train.labels[..4], &[0, 1, 2, 1]);
     let raw = std::fs::read(dir.join("data_batch_1.bin")).unwrap();
-    assert_eq!(train.image(0), &raw[1..3073], "pixels stay in file order (R, G, B planes)");
+    assert_eq!(
+        train.image(0),
+        &raw[1..3073],
+        "pixels stay in file order (R, G, B planes)"
+    );
     let limited = load(DatasetKind::Cifar10, Some(&dir), Split::Train, Some(4)).unwrap();
     assert_eq!(limited.len(), 4);
     assert_eq!(limited.image(3), train.image(3));
@@ -83,13 +98,25 @@ fn err_of(kind: DatasetKind, dir: &Path, split: Split) -> String {
 fn missing_files_are_named_with_the_fix() {
     let dir = temp_dir("missing");
     let e = err_of(DatasetKind::FashionMnist, &dir, Split::Train);
-    assert!(e.contains("train-images-idx3-ubyte") && e.contains("apt-get install -y dataset-fashion-mnist"), "{e}");
+    assert!(
+        e.contains("train-images-idx3-ubyte")
+            && e.contains("apt-get install -y dataset-fashion-mnist"),
+        "{e}"
+    );
     let e = err_of(DatasetKind::Cifar10, &dir, Split::Train);
-    assert!(e.contains("data_batch_1.bin") && e.contains("cifar-10-binary.tar.gz"), "{e}");
+    assert!(
+        e.contains("data_batch_1.bin") && e.contains("cifar-10-binary.tar.gz"),
+        "{e}"
+    );
     write_cifar10(&dir, 1);
     std::fs::remove_file(dir.join("data_batch_4.bin")).unwrap();
-    let e = load(DatasetKind::Cifar10, Some(&dir), Split::Train, Some(1)).unwrap_err().to_string();
-    assert!(e.contains("data_batch_4.bin"), "a missing later file is reported even with a limit: {e}");
+    let e = load(DatasetKind::Cifar10, Some(&dir), Split::Train, Some(1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("data_batch_4.bin"),
+        "a missing later file is reported even with a limit: {e}"
+    );
     let e = err_of(DatasetKind::Cifar100, &dir, Split::Test);
     assert!(e.contains("test.bin") && e.contains("cifar-100"), "{e}");
 }
@@ -136,11 +163,21 @@ fn wrong_magic_and_dimensions() {
     let dir = temp_dir("magic");
     fake_fashion(&dir, 5, 5, false);
     // Labels file where the images file should be.
-    std::fs::copy(dir.join("train-labels-idx1-ubyte"), dir.join("train-images-idx3-ubyte")).unwrap();
+    std::fs::copy(
+        dir.join("train-labels-idx1-ubyte"),
+        dir.join("train-images-idx3-ubyte"),
+    )
+    .unwrap();
     let e = err_of(DatasetKind::FashionMnist, &dir, Split::Train);
     assert!(e.contains("magic") && e.contains("0x00000801"), "{e}");
     // 32×32 images.
-    write_idx(&dir.join("t10k-images-idx3-ubyte"), 0x803, &[5, 32, 32], &vec![0; 5 * 1024], false);
+    write_idx(
+        &dir.join("t10k-images-idx3-ubyte"),
+        0x803,
+        &[5, 32, 32],
+        &vec![0; 5 * 1024],
+        false,
+    );
     let e = err_of(DatasetKind::FashionMnist, &dir, Split::Test);
     assert!(e.contains("32×32") && e.contains("28×28"), "{e}");
 }
@@ -160,7 +197,13 @@ fn labels_out_of_range() {
     assert!(e.contains("label 100"), "{e}");
 
     fake_fashion(&dir, 3, 3, false);
-    write_idx(&dir.join("t10k-labels-idx1-ubyte"), 0x801, &[3], &[1, 12, 3], false);
+    write_idx(
+        &dir.join("t10k-labels-idx1-ubyte"),
+        0x801,
+        &[3],
+        &[1, 12, 3],
+        false,
+    );
     let e = err_of(DatasetKind::FashionMnist, &dir, Split::Test);
     assert!(e.contains("label 12"), "{e}");
 }
@@ -170,7 +213,13 @@ fn image_and_label_counts_must_agree() {
     let dir = temp_dir("count");
     fake_fashion(&dir, 6, 3, true);
     let labels: Vec<u8> = vec![1; 5];
-    write_idx(&dir.join("train-labels-idx1-ubyte.gz"), 0x801, &[5], &labels, true);
+    write_idx(
+        &dir.join("train-labels-idx1-ubyte.gz"),
+        0x801,
+        &[5],
+        &labels,
+        true,
+    );
     let e = err_of(DatasetKind::FashionMnist, &dir, Split::Train);
     assert!(e.contains("6 images") && e.contains("5 labels"), "{e}");
 }

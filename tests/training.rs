@@ -27,18 +27,36 @@ fn overfits_64_images() {
     let y: Vec<i64> = (0..n).map(|_| rng.below(10) as i64).collect();
     let spec = ModelSpec::for_dataset("cnn-small".parse().unwrap(), DatasetKind::FashionMnist);
     let mut model = spec.build(&device.clone().autodiff()).unwrap();
-    let method = methods::build(&MethodConfig::defaults("natural", DatasetKind::FashionMnist, 1)).unwrap();
+    let method = methods::build(&MethodConfig::defaults(
+        "natural",
+        DatasetKind::FashionMnist,
+        1,
+    ))
+    .unwrap();
     let mut sgd = Sgd::new(0.9, 0.0);
     let ids: Vec<u64> = (0..n as u64).collect();
     let xt = tensor4(x, [n, 1, 28, 28]);
     let yt = labels(&y);
     for step in 0..150 {
-        let input = StepInput { x: xt.clone(), y: yt.clone(), ids: &ids, epoch: 0, seed: step };
+        let input = StepInput {
+            x: xt.clone(),
+            y: yt.clone(),
+            ids: &ids,
+            epoch: 0,
+            seed: step,
+        };
         let out = method.step(&model, None, &input);
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = sgd.step(0.05, model, grads);
     }
-    let pred: Vec<i64> = model.valid().logits(xt).argmax(1).reshape([n]).into_data().try_into_vec_as().unwrap();
+    let pred: Vec<i64> = model
+        .valid()
+        .logits(xt)
+        .argmax(1)
+        .reshape([n])
+        .into_data()
+        .try_into_vec_as()
+        .unwrap();
     let acc = pred.iter().zip(&y).filter(|(a, b)| a == b).count();
     assert_eq!(acc, n, "training accuracy {acc}/{n}");
 }
@@ -51,7 +69,10 @@ fn rslad_bin() -> Command {
 fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors().into_iter().map(|(k, v)| (k, v.data().to_vec())).collect()
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.data().to_vec()))
+        .collect()
 }
 
 fn metrics_without_time(dir: &Path) -> Vec<serde_json::Value> {
@@ -83,14 +104,33 @@ fn killed_run_resumes_bit_for_bit() {
     fake_fashion(&data, 384, 64, true);
     let args = |out: &Path| {
         let mut c = rslad_bin();
-        c.args(["train", "--method", "sat", "--dataset", "fashion-mnist", "--model", "cnn-small", "--epochs", "3"])
-            .args(["--batch-size", "32", "--lr", "0.05", "--attack-steps", "3", "--monitor-examples", "32"])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--out")
-            .arg(out)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        c.args([
+            "train",
+            "--method",
+            "sat",
+            "--dataset",
+            "fashion-mnist",
+            "--model",
+            "cnn-small",
+            "--epochs",
+            "3",
+        ])
+        .args([
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.05",
+            "--attack-steps",
+            "3",
+            "--monitor-examples",
+            "32",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
         c
     };
     let whole = temp_dir("resume-whole");
@@ -100,8 +140,14 @@ fn killed_run_resumes_bit_for_bit() {
     let mut child = args(&broken).spawn().unwrap();
     let start = Instant::now();
     while epochs_done(&broken) < 1 {
-        assert!(start.elapsed() < Duration::from_secs(300), "first epoch never finished");
-        assert!(child.try_wait().unwrap().is_none(), "run ended before it could be killed");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "first epoch never finished"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(400)); // well into epoch 2
@@ -118,12 +164,23 @@ fn killed_run_resumes_bit_for_bit() {
         .unwrap();
     assert!(status.success());
     assert_eq!(epochs_done(&broken), 3);
-    assert_eq!(tensors(&whole.join("last.safetensors")), tensors(&broken.join("last.safetensors")));
-    assert_eq!(tensors(&whole.join("best.safetensors")), tensors(&broken.join("best.safetensors")));
+    assert_eq!(
+        tensors(&whole.join("last.safetensors")),
+        tensors(&broken.join("last.safetensors"))
+    );
+    assert_eq!(
+        tensors(&whole.join("best.safetensors")),
+        tensors(&broken.join("best.safetensors"))
+    );
     assert_eq!(metrics_without_time(&whole), metrics_without_time(&broken));
-    let state = |d: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(d.join("state.json")).unwrap()).unwrap() };
+    let state = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("state.json")).unwrap()).unwrap()
+    };
     let (a, b) = (state(&whole), state(&broken));
-    assert_eq!(tensors(&whole.join(a["optimizer"].as_str().unwrap())), tensors(&broken.join(b["optimizer"].as_str().unwrap())));
+    assert_eq!(
+        tensors(&whole.join(a["optimizer"].as_str().unwrap())),
+        tensors(&broken.join(b["optimizer"].as_str().unwrap()))
+    );
 }
 
 #[test]
@@ -145,7 +202,9 @@ fn bad_setups_fail_before_training_with_clear_errors() {
         String::from_utf8_lossy(&o.stderr).to_string()
     };
     assert!(run(&["--method", "rslad"]).contains("--teacher"));
-    assert!(run(&["--method", "rslad", "--teacher", "/nonexistent.safetensors"]).contains("not found"));
+    assert!(
+        run(&["--method", "rslad", "--teacher", "/nonexistent.safetensors"]).contains("not found")
+    );
     assert!(run(&["--model", "vgg19"]).contains("unknown model"));
     assert!(run(&["--eps", "8"]).contains("[0,1] pixel scale"));
     // A teacher for another dataset (CIFAR-10 shapes).
@@ -155,7 +214,14 @@ fn bad_setups_fail_before_training_with_clear_errors() {
     let e = run(&["--method", "rslad", "--teacher", teacher.to_str().unwrap()]);
     assert!(e.contains("3x32x32"), "{e}");
     // A teacher that is not the model it claims to be.
-    let e = run(&["--method", "ard", "--teacher", teacher.to_str().unwrap(), "--teacher-model", "cnn-large"]);
+    let e = run(&[
+        "--method",
+        "ard",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--teacher-model",
+        "cnn-large",
+    ]);
     assert!(e.contains("cnn-large") && e.contains("cnn-small"), "{e}");
     // A truncated checkpoint.
     let bytes = std::fs::read(&teacher).unwrap();
@@ -171,8 +237,27 @@ fn real_fashion_mnist_natural_run() {
     let dir = fashion_dir();
     let out = temp_dir("real-natural");
     let o = rslad_bin()
-        .args(["train", "--method", "natural", "--dataset", "fashion-mnist", "--model", "cnn-small"])
-        .args(["--epochs", "2", "--train-limit", "10000", "--batch-size", "64", "--lr", "0.05", "--milestones", "2"])
+        .args([
+            "train",
+            "--method",
+            "natural",
+            "--dataset",
+            "fashion-mnist",
+            "--model",
+            "cnn-small",
+        ])
+        .args([
+            "--epochs",
+            "2",
+            "--train-limit",
+            "10000",
+            "--batch-size",
+            "64",
+            "--lr",
+            "0.05",
+            "--milestones",
+            "2",
+        ])
         .arg("--data-dir")
         .arg(&dir)
         .arg("--out")
@@ -182,11 +267,21 @@ fn real_fashion_mnist_natural_run() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let last = metrics_without_time(&out).pop().unwrap();
     let acc = last["test_accuracy"].as_f64().unwrap();
-    eprintln!("real run: test accuracy {:.2}% on 10,000 test images", 100.0 * acc);
+    eprintln!(
+        "real run: test accuracy {:.2}% on 10,000 test images",
+        100.0 * acc
+    );
     assert!(acc >= 0.80, "test accuracy {acc}");
     // The checkpoint evaluates to the same clean accuracy through `rslad eval`.
     let e = rslad_bin()
-        .args(["eval", "--dataset", "fashion-mnist", "--attacks", "none", "--checkpoint"])
+        .args([
+            "eval",
+            "--dataset",
+            "fashion-mnist",
+            "--attacks",
+            "none",
+            "--checkpoint",
+        ])
         .arg(out.join("last.safetensors"))
         .arg("--data-dir")
         .arg(&dir)

@@ -310,13 +310,21 @@ fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, At
                 Box::new(a)
             }
             "aa" | "autoattack" => {
+                // `steps` and `queries` shorten the standard version (tests, quick looks).
                 let queries = opts
                     .uint("queries")?
                     .map(|v| format!(":queries={v}"))
                     .unwrap_or_default();
+                let steps = opts
+                    .uint("steps")?
+                    .map(|v| format!(":steps={v}"))
+                    .unwrap_or_default();
                 let mut components = Vec::new();
                 for c in ["apgd-ce", "apgd-t", "fab-t"] {
-                    components.extend(parse_one(&format!("{c}:eps={eps}:seed={seed}"), ctx)?);
+                    components.extend(parse_one(
+                        &format!("{c}:eps={eps}:seed={seed}{steps}"),
+                        ctx,
+                    )?);
                 }
                 components.extend(parse_one(
                     &format!("square:eps={eps}:seed={seed}{queries}"),

@@ -196,4 +196,9 @@ impl Attack for Square {
         }
         Outcome::plain(tracker.adv)
     }
+
+    /// Query-based: it sees only the model's outputs.
+    fn is_black_box(&self) -> bool {
+        true
+    }
 }

@@ -99,7 +99,10 @@ fn read_idx(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>
     if bytes.len() < 4 {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            detail: format!("{} bytes, shorter than the {header}-byte IDX header", bytes.len()),
+            detail: format!(
+                "{} bytes, shorter than the {header}-byte IDX header",
+                bytes.len()
+            ),
         });
     }
     let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
@@ -118,7 +121,10 @@ fn read_idx(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>
     if bytes.len() < header {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            detail: format!("{} bytes, shorter than the {header}-byte IDX header", bytes.len()),
+            detail: format!(
+                "{} bytes, shorter than the {header}-byte IDX header",
+                bytes.len()
+            ),
         });
     }
     let dims: Vec<usize> = (0..rank).map(|d| word(4 + 4 * d) as usize).collect();

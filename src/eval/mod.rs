@@ -8,7 +8,7 @@
 use crate::attacks::util::{correct, to_bools, to_f32s};
 use crate::attacks::{self, Attack, AttackContext};
 use crate::data::{BatchIter, Dataset, LoaderConfig};
-use crate::models::{Classifier, Model};
+use crate::models::{Classifier, Model, ModelSpec};
 use burn::module::Module;
 use burn::prelude::*;
 use std::sync::Arc;
@@ -203,12 +203,36 @@ pub fn evaluate(
     device: &Device,
     progress: &mut dyn FnMut(Progress),
 ) -> EvalResults {
+    let valid = model.valid();
+    evaluate_classifier(
+        &valid,
+        &valid.spec,
+        data,
+        first_id,
+        attacks,
+        cfg,
+        device,
+        progress,
+    )
+}
+
+/// [`evaluate`] for any classifier; the caller puts it in eval mode.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_classifier(
+    model: &dyn Classifier,
+    spec: &ModelSpec,
+    data: Dataset,
+    first_id: u64,
+    attacks: &[Box<dyn Attack>],
+    cfg: &EvalConfig,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> EvalResults {
     let start = Instant::now();
-    let model = model.valid();
     let data = Arc::new(data);
     let ids: Vec<u64> = (0..data.len() as u64).map(|i| first_id + i).collect();
     let mut warnings = Vec::new();
-    let (clean, non_finite) = clean_pass(&model, &data, cfg.batch_size, device);
+    let (clean, non_finite) = clean_pass(model, &data, cfg.batch_size, device);
     if non_finite {
         warnings.push("the model produced NaN or infinite logits on clean inputs".into());
     }
@@ -216,7 +240,7 @@ pub fn evaluate(
     for attack in attacks {
         let t0 = Instant::now();
         let (robust, stages) = run_attack(
-            &model,
+            model,
             attack.as_ref(),
             &data,
             &ids,
@@ -244,7 +268,7 @@ pub fn evaluate(
         });
     }
     let mut out = EvalResults {
-        model: model.spec.clone(),
+        model: spec.clone(),
         checkpoint: None,
         checkpoint_sha256: None,
         dataset: data.kind.name().to_string(),
@@ -260,7 +284,7 @@ pub fn evaluate(
     };
     out.warnings.extend(consistency_warnings(&out));
     if cfg.sanity_checks && !data.is_empty() {
-        if let Some(w) = large_eps_check(&model, &data, &out, cfg, device) {
+        if let Some(w) = large_eps_check(model, spec, &data, &out, cfg, device) {
             out.warnings.push(w);
         }
     }
@@ -316,7 +340,8 @@ pub fn consistency_warnings(r: &EvalResults) -> Vec<String> {
 
 /// PGD-20 at ε = 0.5 must bring accuracy down to chance or below.
 fn large_eps_check(
-    model: &Model,
+    model: &dyn Classifier,
+    spec: &ModelSpec,
     data: &Arc<Dataset>,
     r: &EvalResults,
     cfg: &EvalConfig,
@@ -329,7 +354,7 @@ fn large_eps_check(
         eps: big,
         seed: cfg.seed,
         device,
-        target: &model.spec,
+        target: spec,
     };
     let attack = attacks::parse_list("pgd-sat", &ctx).ok()?.pop()?;
     let big_cfg = EvalConfig {
@@ -350,7 +375,7 @@ fn large_eps_check(
         &mut |_| {},
     );
     let acc = share(&robust);
-    let chance = 1.0 / model.spec.num_classes as f64;
+    let chance = 1.0 / spec.num_classes as f64;
     (acc > chance).then(|| {
         format!(
             "robust accuracy is still {:.1}% under PGD-20 at eps = 0.5 (on {n} examples); it should \

@@ -30,9 +30,10 @@ pub struct TrainArgs {
     momentum: Option<f64>,
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// Epochs (from 0) where the learning rate is multiplied by --gamma, e.g. 215,260,285.
-    #[arg(long, value_delimiter = ',')]
-    milestones: Option<Vec<usize>>,
+    /// Epochs (from 0) where the learning rate is multiplied by --gamma, e.g. 215,260,285, or
+    /// `none` for a constant rate.
+    #[arg(long, value_parser = parse_milestones)]
+    milestones: Option<Milestones>,
     #[arg(long)]
     gamma: Option<f64>,
     #[arg(long)]
@@ -108,7 +109,7 @@ impl TrainArgs {
             lr: self.lr,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
-            milestones: self.milestones.clone(),
+            milestones: self.milestones.clone().map(|m| m.0),
             gamma: self.gamma,
             seed: self.seed,
             augment: self.augment,
@@ -128,6 +129,23 @@ impl TrainArgs {
             iad_begin: self.iad_begin,
         }
     }
+}
+
+#[derive(Debug, Clone)]
+struct Milestones(Vec<usize>);
+
+fn parse_milestones(s: &str) -> Result<Milestones, String> {
+    if s.trim() == "none" || s.trim().is_empty() {
+        return Ok(Milestones(Vec::new()));
+    }
+    s.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("milestone '{v}' is not an epoch number"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Milestones)
 }
 
 fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {

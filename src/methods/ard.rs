@@ -3,44 +3,71 @@
 //! Outer: α·τ²·KL(softmax(T(x)/τ) ‖ softmax(S(x')/τ)) + (1−α)·CE(S(x), y), the KL reduced as
 //! PyTorch's default `KLDivLoss()` (mean over all B·C elements) unless `batchmean` is asked for.
 
-use super::kl::kl_div;
-use super::{
-    inner_attack, teacher_logits, train_forward, Method, MethodConfig, StepInput, StepOutput,
-};
+use super::kl::{kl_div, KlReduction};
+use super::{ce_mean, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
 use crate::attacks::losses::cross_entropy;
 use crate::attacks::pgd::Start;
 use crate::models::Model;
+use burn::prelude::*;
 
 pub struct Ard(pub MethodConfig);
 
+/// α·τ²·KL(T(x)/τ ‖ S(x')/τ) + (1−α)·CE(S(x), y); `clean` is needed only when α < 1.
+pub fn outer_loss(
+    teacher: Tensor<2>,
+    adv: Tensor<2>,
+    clean: Option<Tensor<2>>,
+    y: &Tensor<1, Int>,
+    alpha: f64,
+    tau: f64,
+    reduction: KlReduction,
+) -> Tensor<1> {
+    let kl = kl_div(teacher, adv, tau, reduction).mul_scalar(alpha * tau * tau);
+    match clean {
+        Some(c) if alpha < 1.0 => kl + ce_mean(c, y).mul_scalar(1.0 - alpha),
+        _ => kl,
+    }
+}
+
 impl Method for Ard {
-    fn config(&self) -> Option<&MethodConfig> {
-        Some(&self.0)
+    fn config(&self) -> &MethodConfig {
+        &self.0
     }
 
-    fn step(&self, student: &Model, teacher: Option<&Model>, input: &StepInput) -> StepOutput {
+    fn inner<'a>(&self, _student: &Model, input: &'a StepInput) -> Option<Inner<'a>> {
+        Some(Inner {
+            objective: Box::new(move |z| cross_entropy(z, input.y.clone())),
+            start: Start::Uniform,
+            clip_start: false,
+        })
+    }
+
+    fn outer(
+        &self,
+        student: &Model,
+        _teacher: Option<&Model>,
+        input: &StepInput,
+        x_adv: Option<Tensor<4>>,
+    ) -> StepOutput {
         let c = &self.0;
-        let teacher = teacher.expect("ARD needs a teacher");
-        let t = teacher_logits(teacher, input.x.clone());
-        let y = input.y.clone();
-        let x_adv = inner_attack(student, c, input, Start::Uniform, false, &|z| {
-            cross_entropy(z, y.clone())
-        });
-        let adv_logits = train_forward(student, x_adv);
-        let tau = c.temperature;
-        let mut loss =
-            kl_div(t, adv_logits.clone(), tau, c.kl_reduction).mul_scalar(c.alpha * tau * tau);
-        // With α = 1 the CE term has weight 0: the clean pass is skipped.
-        if c.alpha < 1.0 {
-            let clean = train_forward(student, input.x.clone());
-            loss = loss
-                + cross_entropy(clean, input.y.clone().autodiff())
-                    .mean()
-                    .mul_scalar(1.0 - c.alpha);
-        }
+        let t = input
+            .teacher_logits
+            .clone()
+            .expect("ARD needs teacher logits");
+        let adv = train_forward(student, x_adv.expect("ARD attacks"));
+        // With α = 1 the CE term has weight 0 and the clean pass is skipped.
+        let clean = (c.alpha < 1.0).then(|| train_forward(student, input.x.clone()));
         StepOutput {
-            loss,
-            logits: adv_logits,
+            loss: outer_loss(
+                t,
+                adv.clone(),
+                clean,
+                &input.y,
+                c.alpha,
+                c.temperature,
+                c.kl_reduction,
+            ),
+            logits: adv,
         }
     }
 }

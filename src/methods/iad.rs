@@ -7,56 +7,83 @@
 
 use super::kl::{kl_both, kl_div, KlReduction};
 use super::{
-    inner_attack, teacher_logits, train_forward, Method, MethodConfig, StepInput, StepOutput,
+    ce_mean, teacher_logits, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput,
 };
 use crate::attacks::losses::{cross_entropy, pick};
 use crate::attacks::pgd::Start;
 use crate::models::Model;
+use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 pub struct Iad(pub MethodConfig);
 
+/// The IAD-I loss. `trust` = a_i = P_T(x')[y]^β per example (a constant), given only from
+/// `iad_begin` on; `clean` is needed when `trust` is given or α < 1.
+pub fn outer_loss(
+    teacher: Tensor<2>,
+    adv: Tensor<2>,
+    clean: Option<Tensor<2>>,
+    trust: Option<Tensor<1>>,
+    y: &Tensor<1, Int>,
+    alpha: f64,
+    tau: f64,
+) -> Tensor<1> {
+    let mut loss =
+        kl_div(teacher, adv.clone(), tau, KlReduction::Batchmean).mul_scalar(alpha * tau * tau);
+    if let (Some(c), Some(a)) = (clean.clone(), trust) {
+        let distrust = a.neg().add_scalar(1.0).detach().autodiff();
+        loss = loss + (kl_both(c, adv) * distrust).mean().mul_scalar(alpha);
+    }
+    match clean {
+        Some(c) if alpha < 1.0 => loss + ce_mean(c, y).mul_scalar(1.0 - alpha),
+        _ => loss,
+    }
+}
+
 impl Method for Iad {
-    fn config(&self) -> Option<&MethodConfig> {
-        Some(&self.0)
+    fn config(&self) -> &MethodConfig {
+        &self.0
     }
 
-    fn step(&self, student: &Model, teacher: Option<&Model>, input: &StepInput) -> StepOutput {
+    fn inner<'a>(&self, _student: &Model, input: &'a StepInput) -> Option<Inner<'a>> {
+        Some(Inner {
+            objective: Box::new(move |z| cross_entropy(z, input.y.clone())),
+            start: Start::Uniform,
+            clip_start: false,
+        })
+    }
+
+    fn outer(
+        &self,
+        student: &Model,
+        teacher: Option<&Model>,
+        input: &StepInput,
+        x_adv: Option<Tensor<4>>,
+    ) -> StepOutput {
         let c = &self.0;
-        let teacher = teacher.expect("IAD needs a teacher");
-        let t_clean = teacher_logits(teacher, input.x.clone());
-        let y = input.y.clone();
-        let x_adv = inner_attack(student, c, input, Start::Uniform, false, &|z| {
-            cross_entropy(z, y.clone())
-        });
-        let adv_logits = train_forward(student, x_adv.clone());
-        let tau = c.temperature;
-        let mut loss = kl_div(t_clean, adv_logits.clone(), tau, KlReduction::Batchmean)
-            .mul_scalar(c.alpha * tau * tau);
+        let t = input
+            .teacher_logits
+            .clone()
+            .expect("IAD needs teacher logits");
+        let x_adv = x_adv.expect("IAD attacks");
+        let adv = train_forward(student, x_adv.clone());
         let introspect = input.epoch >= c.iad_begin;
-        if introspect || c.alpha < 1.0 {
-            let clean_logits = train_forward(student, input.x.clone());
-            if introspect {
-                let p_true = pick(softmax(teacher_logits(teacher, x_adv), 1), input.y.clone());
-                let distrust = p_true
-                    .powf_scalar(c.beta)
-                    .neg()
-                    .add_scalar(1.0)
-                    .detach()
-                    .autodiff();
-                let term = (kl_both(clean_logits.clone(), adv_logits.clone()) * distrust).mean();
-                loss = loss + term.mul_scalar(c.alpha);
-            }
-            if c.alpha < 1.0 {
-                loss = loss
-                    + cross_entropy(clean_logits, input.y.clone().autodiff())
-                        .mean()
-                        .mul_scalar(1.0 - c.alpha);
-            }
-        }
+        let trust = introspect.then(|| {
+            let teacher = teacher.expect("IAD needs its teacher on x'");
+            pick(softmax(teacher_logits(teacher, x_adv), 1), input.y.clone()).powf_scalar(c.beta)
+        });
+        let clean = (introspect || c.alpha < 1.0).then(|| train_forward(student, input.x.clone()));
         StepOutput {
-            loss,
-            logits: adv_logits,
+            loss: outer_loss(
+                t,
+                adv.clone(),
+                clean,
+                trust,
+                &input.y,
+                c.alpha,
+                c.temperature,
+            ),
+            logits: adv,
         }
     }
 }

@@ -2,13 +2,13 @@
 //! batch (its inner maximisation) and returns the outer loss to minimise. Methods use the
 //! attack engine and never touch the optimizer, files or the command line.
 
-mod ard;
-mod iad;
+pub mod ard;
+pub mod iad;
 pub mod kl;
-mod natural;
-mod rslad;
-mod sat;
-mod trades;
+pub mod natural;
+pub mod rslad;
+pub mod sat;
+pub mod trades;
 
 use crate::attacks::pgd::{ascend, start_point, Start};
 use crate::attacks::util::Ball;
@@ -23,7 +23,7 @@ pub const METHODS: &[&str] = &["natural", "sat", "trades", "ard", "iad", "rslad"
 
 pub fn build(config: &MethodConfig) -> Result<Box<dyn Method>, String> {
     let m: Box<dyn Method> = match config.name.as_str() {
-        "natural" => Box::new(natural::Natural),
+        "natural" => Box::new(natural::Natural(config.clone())),
         "sat" => Box::new(sat::Sat(config.clone())),
         "trades" => Box::new(trades::Trades(config.clone())),
         "ard" => Box::new(ard::Ard(config.clone())),
@@ -130,6 +130,9 @@ pub struct StepInput<'a> {
     pub epoch: usize,
     /// Seed for this batch's randomness.
     pub seed: u64,
+    /// T(x): the teacher's logits on the clean batch, computed once per batch without a
+    /// graph (distillation methods only).
+    pub teacher_logits: Option<Tensor<2>>,
 }
 
 pub struct StepOutput {
@@ -139,12 +142,42 @@ pub struct StepOutput {
     pub logits: Tensor<2>,
 }
 
-pub trait Method: Send {
-    fn config(&self) -> Option<&MethodConfig>;
+/// A method's inner maximisation: the per-example objective it ascends and where it starts.
+pub struct Inner<'a> {
+    pub objective: Box<dyn Fn(Tensor<2>) -> Tensor<1> + 'a>,
+    pub start: Start,
+    /// Clip the start to [0,1] (SAT); the TRADES, ARD, IAD and RSLAD codes do not.
+    pub clip_start: bool,
+}
 
-    /// The outer loss of one batch. `student` is the training module (autodiff, training
-    /// mode) and stays in training mode; `teacher` is an eval-mode model without gradients.
-    fn step(&self, student: &Model, teacher: Option<&Model>, input: &StepInput) -> StepOutput;
+pub trait Method: Send {
+    fn config(&self) -> &MethodConfig;
+
+    /// The inner maximisation of this batch, or `None` (natural training).
+    fn inner<'a>(&self, student: &Model, input: &'a StepInput) -> Option<Inner<'a>>;
+
+    /// The outer loss given the adversarial inputs. `student` is the training module
+    /// (autodiff, training mode); `teacher` is an eval-mode model without gradients.
+    fn outer(
+        &self,
+        student: &Model,
+        teacher: Option<&Model>,
+        input: &StepInput,
+        x_adv: Option<Tensor<4>>,
+    ) -> StepOutput;
+}
+
+/// One training step of `method`: inner maximisation, then the outer loss.
+pub fn step(
+    method: &dyn Method,
+    student: &Model,
+    teacher: Option<&Model>,
+    input: &StepInput,
+) -> StepOutput {
+    let x_adv = method
+        .inner(student, input)
+        .map(|inner| run_inner(student, method.config(), input, &inner));
+    method.outer(student, teacher, input, x_adv)
 }
 
 /// The student's forward pass in training mode (BatchNorm on batch statistics).
@@ -157,21 +190,27 @@ pub fn teacher_logits(teacher: &Model, x: Tensor<4>) -> Tensor<2> {
     teacher.logits(x.without_autodiff()).detach()
 }
 
-/// A method's inner maximisation: `steps` sign-gradient steps of `loss` from `start`, with the
-/// student's BatchNorm as `bn` says. `clip_start` clips the start to [0,1] (SAT); the TRADES,
-/// ARD and RSLAD codes do not.
-#[allow(clippy::too_many_arguments)]
-pub fn inner_attack(
+/// Runs an inner maximisation: `attack_steps` sign-gradient steps of `attack_step_size`,
+/// projected onto the ε-ball and [0,1], with the student's BatchNorm as `attack_bn` says. The
+/// training module itself stays in training mode.
+pub fn run_inner(
     student: &Model,
     cfg: &MethodConfig,
     input: &StepInput,
-    start: Start,
-    clip_start: bool,
-    loss: &dyn Fn(Tensor<2>) -> Tensor<1>,
+    inner: &Inner,
 ) -> Tensor<4> {
     let x = input.x.clone();
     let ball = Ball::new(&x, cfg.eps);
-    let x0 = start_point(&x, start, cfg.eps, input.seed, 0, input.ids, clip_start);
+    let x0 = start_point(
+        &x,
+        inner.start,
+        cfg.eps,
+        input.seed,
+        0,
+        input.ids,
+        inner.clip_start,
+    );
+    let loss = &*inner.objective;
     let adv = match cfg.attack_bn {
         AttackBn::Eval => ascend(
             &student.valid(),
@@ -192,4 +231,9 @@ pub fn inner_attack(
         ),
     };
     adv.detach().without_autodiff()
+}
+
+/// Cross-entropy, batch mean, on the autodiff device.
+pub fn ce_mean(z: Tensor<2>, y: &Tensor<1, Int>) -> Tensor<1> {
+    crate::attacks::losses::cross_entropy(z, y.clone().autodiff()).mean()
 }

@@ -1,19 +1,31 @@
 //! Natural training: CE(S(x), y), batch mean.
 
-use super::{train_forward, Method, MethodConfig, StepInput, StepOutput};
-use crate::attacks::losses::cross_entropy;
+use super::{ce_mean, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
 use crate::models::Model;
+use burn::prelude::*;
 
-pub struct Natural;
+pub struct Natural(pub MethodConfig);
 
 impl Method for Natural {
-    fn config(&self) -> Option<&MethodConfig> {
+    fn config(&self) -> &MethodConfig {
+        &self.0
+    }
+
+    fn inner<'a>(&self, _student: &Model, _input: &'a StepInput) -> Option<Inner<'a>> {
         None
     }
 
-    fn step(&self, student: &Model, _teacher: Option<&Model>, input: &StepInput) -> StepOutput {
+    fn outer(
+        &self,
+        student: &Model,
+        _teacher: Option<&Model>,
+        input: &StepInput,
+        _x_adv: Option<Tensor<4>>,
+    ) -> StepOutput {
         let logits = train_forward(student, input.x.clone());
-        let loss = cross_entropy(logits.clone(), input.y.clone().autodiff()).mean();
-        StepOutput { loss, logits }
+        StepOutput {
+            loss: ce_mean(logits.clone(), &input.y),
+            logits,
+        }
     }
 }

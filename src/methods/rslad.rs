@@ -4,42 +4,61 @@
 //! eval mode. Outer (Eq. 4 as in the code): 5/6·KL(S(x'), T(x)) + 1/6·KL(S(x), T(x)), both
 //! student passes in training mode. No hard label enters the loss.
 
-use super::kl::rslad_kl;
-use super::{
-    inner_attack, teacher_logits, train_forward, Method, MethodConfig, StepInput, StepOutput,
-};
+use super::kl::{rslad_kl, KlReduction};
+use super::{train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
 use crate::attacks::losses::kl_from;
 use crate::attacks::pgd::Start;
 use crate::models::Model;
+use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 pub struct Rslad(pub MethodConfig);
 
+/// 5/6·KL(T(x), S(x')) + 1/6·KL(T(x), S(x)) in the official (or batch-mean) form.
+pub fn outer_loss(
+    teacher: Tensor<2>,
+    adv: Tensor<2>,
+    clean: Tensor<2>,
+    reduction: KlReduction,
+) -> Tensor<1> {
+    rslad_kl(teacher.clone(), adv, reduction).mul_scalar(5.0 / 6.0)
+        + rslad_kl(teacher, clean, reduction).mul_scalar(1.0 / 6.0)
+}
+
 impl Method for Rslad {
-    fn config(&self) -> Option<&MethodConfig> {
-        Some(&self.0)
+    fn config(&self) -> &MethodConfig {
+        &self.0
     }
 
-    fn step(&self, student: &Model, teacher: Option<&Model>, input: &StepInput) -> StepOutput {
-        let c = &self.0;
-        let teacher = teacher.expect("RSLAD needs a teacher");
-        let t = teacher_logits(teacher, input.x.clone());
-        let p_teacher = softmax(t.clone(), 1);
-        let x_adv = inner_attack(
-            student,
-            c,
-            input,
-            Start::Gaussian { std: 0.001 },
-            false,
-            &|z| kl_from(p_teacher.clone(), z),
-        );
-        let adv_logits = train_forward(student, x_adv);
-        let clean_logits = train_forward(student, input.x.clone());
-        let loss = rslad_kl(t.clone(), adv_logits.clone(), c.kl_reduction).mul_scalar(5.0 / 6.0)
-            + rslad_kl(t, clean_logits, c.kl_reduction).mul_scalar(1.0 / 6.0);
+    fn inner<'a>(&self, _student: &Model, input: &'a StepInput) -> Option<Inner<'a>> {
+        let t = input
+            .teacher_logits
+            .clone()
+            .expect("RSLAD needs teacher logits");
+        let p_teacher = softmax(t, 1);
+        Some(Inner {
+            objective: Box::new(move |z| kl_from(p_teacher.clone(), z)),
+            start: Start::Gaussian { std: 0.001 },
+            clip_start: false,
+        })
+    }
+
+    fn outer(
+        &self,
+        student: &Model,
+        _teacher: Option<&Model>,
+        input: &StepInput,
+        x_adv: Option<Tensor<4>>,
+    ) -> StepOutput {
+        let t = input
+            .teacher_logits
+            .clone()
+            .expect("RSLAD needs teacher logits");
+        let adv = train_forward(student, x_adv.expect("RSLAD attacks"));
+        let clean = train_forward(student, input.x.clone());
         StepOutput {
-            loss,
-            logits: adv_logits,
+            loss: outer_loss(t, adv.clone(), clean, self.0.kl_reduction),
+            logits: adv,
         }
     }
 }

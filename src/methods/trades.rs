@@ -5,39 +5,49 @@
 
 use super::kl::kl_both;
 use super::{
-    inner_attack, teacher_logits, train_forward, Method, MethodConfig, StepInput, StepOutput,
+    ce_mean, teacher_logits, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput,
 };
-use crate::attacks::losses::{cross_entropy, kl_from};
+use crate::attacks::losses::kl_from;
 use crate::attacks::pgd::Start;
 use crate::models::Model;
 use burn::module::Module;
+use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 pub struct Trades(pub MethodConfig);
 
+/// CE(clean, y) + β·batch-mean KL(softmax(clean) ‖ softmax(adv)).
+pub fn outer_loss(clean: Tensor<2>, adv: Tensor<2>, y: &Tensor<1, Int>, beta: f64) -> Tensor<1> {
+    ce_mean(clean.clone(), y) + kl_both(clean, adv).mean().mul_scalar(beta)
+}
+
 impl Method for Trades {
-    fn config(&self) -> Option<&MethodConfig> {
-        Some(&self.0)
+    fn config(&self) -> &MethodConfig {
+        &self.0
     }
 
-    fn step(&self, student: &Model, _teacher: Option<&Model>, input: &StepInput) -> StepOutput {
+    fn inner<'a>(&self, student: &Model, input: &'a StepInput) -> Option<Inner<'a>> {
         // The target of the inner KL: the eval-mode student on clean x, a constant.
         let p_clean = softmax(teacher_logits(&student.valid(), input.x.clone()), 1);
-        let x_adv = inner_attack(
-            student,
-            &self.0,
-            input,
-            Start::Gaussian { std: 0.001 },
-            false,
-            &|z| kl_from(p_clean.clone(), z),
-        );
-        let clean_logits = train_forward(student, input.x.clone());
-        let adv_logits = train_forward(student, x_adv);
-        let natural = cross_entropy(clean_logits.clone(), input.y.clone().autodiff()).mean();
-        let robust = kl_both(clean_logits.clone(), adv_logits).mean();
+        Some(Inner {
+            objective: Box::new(move |z| kl_from(p_clean.clone(), z)),
+            start: Start::Gaussian { std: 0.001 },
+            clip_start: false,
+        })
+    }
+
+    fn outer(
+        &self,
+        student: &Model,
+        _teacher: Option<&Model>,
+        input: &StepInput,
+        x_adv: Option<Tensor<4>>,
+    ) -> StepOutput {
+        let clean = train_forward(student, input.x.clone());
+        let adv = train_forward(student, x_adv.expect("TRADES attacks"));
         StepOutput {
-            loss: natural + robust.mul_scalar(self.0.beta),
-            logits: clean_logits,
+            loss: outer_loss(clean.clone(), adv, &input.y, self.0.beta),
+            logits: clean,
         }
     }
 }

@@ -189,10 +189,23 @@ impl ModelSpec {
                 ))
             }
         };
-        Ok(Model {
+        let model = Model {
             net,
             spec: self.clone(),
-        })
+        };
+        model.visit(&mut Materialize);
+        Ok(model)
+    }
+}
+
+/// Initialises every parameter now. burn initialises lazily and clones share the lazy state,
+/// so a `valid()` or `no_grad()` copy that happened to touch a parameter first would decide
+/// its value for the training module too (untracked, without gradients).
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
     }
 }
 

@@ -259,14 +259,18 @@ pub fn run(
         for (bi, batch) in loader.enumerate() {
             let (x, y) = batch.to_tensors(train.shape, device);
             let ids: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
+            let teacher_logits = teacher
+                .as_ref()
+                .map(|t| methods::teacher_logits(t, x.clone()));
             let input = StepInput {
                 x,
                 y: y.clone(),
                 ids: &ids,
                 epoch,
                 seed: batch_seed(cfg.seed, epoch, bi),
+                teacher_logits,
             };
-            let out = method.step(&model, teacher.as_ref(), &input);
+            let out = methods::step(method.as_ref(), &model, teacher.as_ref(), &input);
             let loss_value = out.loss.clone().into_scalar::<f32>();
             if !loss_value.is_finite() {
                 return Err(TrainError::NonFinite {

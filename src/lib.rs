@@ -6,10 +6,14 @@
 
 pub mod attacks;
 pub mod backend;
+pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod experiment;
+pub mod interop;
 pub mod io;
 pub mod methods;
 pub mod models;
+pub mod report;
 pub mod train;
 pub mod units;

@@ -2,12 +2,16 @@
 
 mod cli;
 
+#[global_allocator]
+static ALLOC: cli::alloc::Counting = cli::alloc::Counting;
+
 fn main() {
     // Die quietly on a closed pipe (`rslad models | head`) instead of panicking.
     #[cfg(unix)]
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    rslad::backend::init();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RSLAD_LOG")

@@ -44,8 +44,9 @@ fn overfits_64_images() {
             ids: &ids,
             epoch: 0,
             seed: step,
+            teacher_logits: None,
         };
-        let out = method.step(&model, None, &input);
+        let out = methods::step(method.as_ref(), &model, None, &input);
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = sgd.step(0.05, model, grads);
     }

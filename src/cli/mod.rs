@@ -1,7 +1,11 @@
 //! The command line: parses flags (clap lives here and nowhere else), builds the library's
 //! values, runs them and prints for people.
 
+pub mod alloc;
+mod bench;
 mod eval;
+mod experiment;
+mod interop;
 mod models;
 mod progress;
 mod train;
@@ -26,6 +30,16 @@ enum Command {
     Eval(eval::EvalArgs),
     /// List the models with their parameter counts for CIFAR-10.
     Models,
+    /// Import a PyTorch checkpoint (TRADES, RobustBench, RSLAD code) as an rslad checkpoint.
+    Import(interop::ImportArgs),
+    /// Export an rslad checkpoint for PyTorch (safetensors with the reference keys).
+    Export(interop::ExportArgs),
+    /// Run a grid of trainings and evaluations from a TOML file (resumable, shardable).
+    Experiment(experiment::ExperimentArgs),
+    /// Tables (Markdown, CSV, JSON) and plots from experiment folders; merges eval shards.
+    Report(experiment::ReportArgs),
+    /// Speed table: training steps, attack step, eval forward (PyTorch beside it if present).
+    Bench(bench::BenchArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -41,5 +55,10 @@ pub fn run() -> anyhow::Result<()> {
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Models => models::run(),
+        Command::Import(args) => interop::run_import(args),
+        Command::Export(args) => interop::run_export(args),
+        Command::Experiment(args) => experiment::run(args),
+        Command::Report(args) => experiment::run_report(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -74,4 +74,21 @@ impl Observer for TrainProgress {
     fn message(&mut self, text: &str) {
         eprintln!("{text}");
     }
+
+    fn eval_progress(&mut self, attack: &str, done: usize, total: usize, robust: usize) {
+        if self.bar.is_none() {
+            self.bar = Some(bar(total as u64, attack.to_string()));
+        }
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+            b.set_message(format!(
+                "robust {:.2}%",
+                100.0 * robust as f64 / done.max(1) as f64
+            ));
+            if done >= total {
+                b.finish();
+                self.bar = None;
+            }
+        }
+    }
 }

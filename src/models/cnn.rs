@@ -37,7 +37,7 @@ pub struct Cnn {
 
 /// `(out_channels, stride)` of each layer.
 pub const SMALL: &[(usize, usize)] = &[(32, 1), (64, 2), (128, 2)];
-pub const LARGE: &[(usize, usize)] = &[(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1)];
+pub const LARGE: &[(usize, usize)] = &[(32, 1), (64, 2), (64, 1), (128, 2), (128, 1)];
 
 impl Cnn {
     /// `size` is the input's height and width; with `flatten` the head sees the whole

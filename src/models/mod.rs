@@ -42,8 +42,8 @@ pub enum Arch {
 
 /// Names and one-line descriptions, for `rslad models` and error messages.
 pub const REGISTRY: &[(&str, &str)] = &[
-    ("cnn-small", "3 conv-BN-ReLU layers (32, 64, 128), for 28x28 grey images (CPU student)"),
-    ("cnn-large", "6 conv-BN-ReLU layers (64..256), for 28x28 grey images (CPU teacher)"),
+    ("cnn-small", "3 conv-BN-ReLU layers (32, 64, 128) + linear on the flattened map; 28x28 grey images (CPU student)"),
+    ("cnn-large", "5 conv-BN-ReLU layers (32, 64, 64, 128, 128), 3x the compute of cnn-small (CPU teacher)"),
     ("resnet18", "CIFAR ResNet-18 (kuangliu / RSLAD code); the paper's student"),
     ("resnet50", "CIFAR ResNet-50, Bottleneck [3,4,6,3]; the black-box surrogate"),
     ("mobilenetv2", "CIFAR MobileNetV2 (RSLAD code); the paper's second student"),

@@ -260,8 +260,3 @@ pub fn save_model(
             detail: e.to_string(),
         })
 }
-
-/// Metadata of a checkpoint (the spec and whatever the writer added).
-pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, WeightsError> {
-    Ok(read_header(path)?.metadata)
-}

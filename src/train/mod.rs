@@ -47,6 +47,8 @@ pub trait Observer {
     fn evaluating(&mut self, _what: &str) {}
     fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
     fn message(&mut self, _text: &str) {}
+    /// Progress of an evaluation attack: examples done of total, robust so far.
+    fn eval_progress(&mut self, _attack: &str, _done: usize, _total: usize, _robust: usize) {}
 }
 
 /// An observer that reports nothing.
@@ -142,6 +144,34 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
     Ok(Some(teacher.valid()))
 }
 
+/// A run directory holding another run's state is never overwritten: the same settings
+/// resume it, different ones are an error.
+fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
+    let Ok(text) = std::fs::read_to_string(dir.config_path()) else {
+        return Ok(());
+    };
+    if dir.read_state()?.is_none() {
+        return Ok(()); // nothing was finished there yet
+    }
+    let old = TrainConfig::from_toml(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", dir.config_path().display())))?;
+    let comparable = |c: &TrainConfig| TrainConfig {
+        epochs: 0,
+        backend: String::new(),
+        out: Default::default(),
+        ..c.clone()
+    };
+    if comparable(&old) != comparable(cfg) {
+        return Err(TrainError::Config(format!(
+            "{} holds a run with other settings; continue it with `rslad train --resume {}` or \
+             choose another --out",
+            cfg.out.display(),
+            cfg.out.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Trains as `cfg` says, resuming from the run directory's committed state if there is one.
 pub fn run(
     cfg: &TrainConfig,
@@ -153,6 +183,7 @@ pub fn run(
         path: cfg.out.clone(),
         source: e,
     })?;
+    check_same_run(&dir, cfg)?;
     dir.write_text("config.toml", &cfg.to_toml())?;
 
     let train = Arc::new(data::load(

@@ -23,6 +23,7 @@ impl Classifier for LinearModel {
 }
 
 pub fn device() -> Device {
+    rslad::backend::init();
     rslad::backend::default_device()
 }
 

@@ -1,0 +1,138 @@
+//! `rslad import` and `rslad export`.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rslad::data::{self, Split};
+use rslad::interop::{self, Layout};
+use rslad::models::{save_model, ModelSpec};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// A PyTorch state dict (.pt, .pth; plain, under "state_dict", or from nn.DataParallel)
+    /// or a .safetensors file with PyTorch keys.
+    #[arg(long)]
+    from: PathBuf,
+    /// The rslad model it is (see `rslad models`), e.g. wrn-34-10 or wrn-70-16.
+    #[arg(long)]
+    model: String,
+    /// Key layout: trades, robustbench or rslad (default: the model's reference).
+    #[arg(long)]
+    layout: Option<String>,
+    /// The dataset it was trained on (sets input shape and classes): cifar10, cifar100,
+    /// fashion-mnist.
+    #[arg(long, default_value = "cifar10")]
+    dataset: String,
+    /// Write the rslad checkpoint here.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the imported model's clean accuracy on this dataset's test set.
+    #[arg(long)]
+    verify_dataset: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Test images used by --verify-dataset (default: all).
+    #[arg(long)]
+    verify_examples: Option<usize>,
+}
+
+pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
+    let device = rslad::backend::default_device();
+    let kind: data::DatasetKind = args.dataset.parse()?;
+    let spec = ModelSpec::for_dataset(args.model.parse()?, kind);
+    let layout: Option<Layout> = args
+        .layout
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let (model, report) = interop::import(&args.from, &spec, layout, &device)?;
+    eprintln!(
+        "imported {} tensors from {} into {}",
+        report.loaded,
+        args.from.display(),
+        spec.name
+    );
+    if !report.ignored.is_empty() {
+        eprintln!(
+            "ignored {} keys that hold nothing rslad needs (e.g. {})",
+            report.ignored.len(),
+            report.ignored[0]
+        );
+    }
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    save_model(
+        &model,
+        &args.out,
+        &[("rslad.imported_from", args.from.display().to_string())],
+    )?;
+    eprintln!("wrote {}", args.out.display());
+    if let Some(d) = &args.verify_dataset {
+        let vkind: data::DatasetKind = d.parse()?;
+        if vkind.shape() != spec.input || vkind.num_classes() != spec.num_classes {
+            bail!("--verify-dataset {vkind} does not fit the imported model's input and classes");
+        }
+        let test = data::load(
+            vkind,
+            args.data_dir.as_deref(),
+            Split::Test,
+            args.verify_examples,
+        )?;
+        let n = test.len();
+        let valid = burn::module::Module::valid(&model);
+        let (clean, _) = rslad::eval::clean_pass(&valid, &Arc::new(test), 256, &device);
+        let acc = clean.iter().filter(|&&c| c).count() as f64 / n.max(1) as f64;
+        println!(
+            "clean accuracy of the imported {} on {} ({n} test images): {:.2}%",
+            spec.name,
+            vkind,
+            100.0 * acc
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// An rslad checkpoint.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// torch: safetensors with the PyTorch reference definition's keys.
+    #[arg(long, default_value = "torch")]
+    format: String,
+    /// Key layout (default: the model's reference definition).
+    #[arg(long)]
+    layout: Option<String>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    let device = rslad::backend::default_device();
+    let model = rslad::models::load_model(&args.checkpoint, &device, None)?;
+    let layout: Option<Layout> = args
+        .layout
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    match args.format.as_str() {
+        "torch" => {
+            let layout = interop::export_torch(&model, &args.out, layout)
+                .with_context(|| format!("exporting {}", args.checkpoint.display()))?;
+            eprintln!(
+                "wrote {} ({} in the {layout} layout); in PyTorch: model.load_state_dict(safetensors.torch.load_file(...), strict=True)",
+                args.out.display(),
+                model.spec.name
+            );
+        }
+        "onnx" => {
+            bail!("ONNX export is not available in this build; see README (Weights in and out)")
+        }
+        other => bail!("unknown export format '{other}': torch or onnx"),
+    }
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! Weights in and out: import PyTorch checkpoints (TRADES, RobustBench, the RSLAD code's
+//! students) into rslad models, and export rslad checkpoints with the PyTorch reference
+//! definitions' key names.
+//!
+//! Import reads a `.pt`/`.pth` only after checking its pickle names nothing but what a state
+//! dict needs (nothing in it is ever executed), maps every key through the layout, and checks
+//! every name and shape: missing, unexpected or mis-shaped tensors are listed in one error.
+
+pub mod layouts;
+pub mod pickle_scan;
+
+use crate::io::write_atomic;
+use crate::models::{Model, ModelSpec, WeightsError};
+use burn::prelude::*;
+use burn::store::pytorch_reader::{DType as PtType, PytorchReader};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+pub use layouts::{default_layout, Layout, Transform};
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InteropError {
+    #[error("{path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+    #[error("{path}: unsafe pickle: {detail}")]
+    Unsafe { path: PathBuf, detail: String },
+    #[error("{path} does not fit {model} in the {layout} layout:\n{details}")]
+    Mismatch {
+        path: PathBuf,
+        model: String,
+        layout: Layout,
+        details: String,
+    },
+    #[error("{0}")]
+    Other(String),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+}
+
+/// A tensor read from a foreign file, as f32 (or `None` for integer tensors).
+pub struct SourceTensor {
+    pub shape: Vec<usize>,
+    pub data: Option<Vec<f32>>,
+}
+
+/// What an import did besides loading weights.
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub loaded: usize,
+    /// Keys present in the file and deliberately not used (with the reason).
+    pub ignored: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+fn read_err(path: &Path, detail: impl std::fmt::Display) -> InteropError {
+    InteropError::Read {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Checks every pickle in a `.pt` file (zip or legacy stream) before it is read.
+fn check_pickles(path: &Path) -> Result<(), InteropError> {
+    let bytes = std::fs::read(path).map_err(|e| read_err(path, e))?;
+    let unsafe_err = |e: pickle_scan::ScanError| InteropError::Unsafe {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    if bytes.starts_with(b"PK") {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&bytes)).map_err(|e| {
+            read_err(
+                path,
+                format!("not a readable zip archive (truncated?): {e}"),
+            )
+        })?;
+        let names: Vec<String> = zip
+            .file_names()
+            .filter_map(|n| n.ok().map(|c| c.to_string()))
+            .collect();
+        let pickles: Vec<&String> = names.iter().filter(|n| n.ends_with(".pkl")).collect();
+        if pickles.is_empty() {
+            return Err(read_err(
+                path,
+                "zip archive without a data.pkl: not a torch.save file",
+            ));
+        }
+        for name in pickles {
+            let mut entry = zip.by_name(name).map_err(|e| read_err(path, e))?;
+            let mut data = Vec::new();
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| read_err(path, format!("{name}: {e} (truncated archive?)")))?;
+            pickle_scan::scan(&data).map_err(unsafe_err)?;
+        }
+        return Ok(());
+    }
+    // Legacy stream: magic, protocol, system info, the object, the storage keys.
+    let mut pos = 0;
+    for _ in 0..5 {
+        if pos >= bytes.len() {
+            return Err(read_err(path, "file ends inside its pickles (truncated?)"));
+        }
+        pos += pickle_scan::scan(&bytes[pos..]).map_err(unsafe_err)?;
+    }
+    Ok(())
+}
+
+fn to_f32(dtype: PtType, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        PtType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        PtType::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        PtType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        PtType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// Reads every tensor of a PyTorch (`.pt`, `.pth`) or safetensors file.
+pub fn read_source(path: &Path) -> Result<BTreeMap<String, SourceTensor>, InteropError> {
+    if !path.is_file() {
+        return Err(read_err(path, "file not found"));
+    }
+    let mut out = BTreeMap::new();
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    if is_safetensors {
+        let bytes = std::fs::read(path).map_err(|e| read_err(path, e))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| read_err(path, format!("not a valid safetensors file: {e}")))?;
+        for (name, view) in st.tensors() {
+            let dtype = match view.dtype() {
+                Dtype::F32 => Some(PtType::F32),
+                Dtype::F64 => Some(PtType::F64),
+                Dtype::F16 => Some(PtType::F16),
+                Dtype::BF16 => Some(PtType::BF16),
+                _ => None,
+            };
+            let data = dtype.and_then(|d| to_f32(d, view.data()));
+            out.insert(
+                name,
+                SourceTensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
+        }
+        return Ok(out);
+    }
+    check_pickles(path)?;
+    let reader = PytorchReader::new(path).map_err(|e| read_err(path, e))?;
+    for (name, t) in reader.tensors() {
+        let bytes = t.read().map_err(|e| {
+            read_err(
+                path,
+                format!("tensor {name}: {e} (storage too short or file truncated)"),
+            )
+        })?;
+        out.insert(
+            name.clone(),
+            SourceTensor {
+                shape: t.shape().to_vec(),
+                data: to_f32(t.dtype(), &bytes),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Strips what wrappers add to keys: `state_dict.`/`model.` top-level entries and the
+/// `module.` prefix of `nn.DataParallel`.
+fn strip_wrappers(key: &str) -> String {
+    let mut k = key;
+    loop {
+        let before = k;
+        for prefix in ["state_dict.", "model_state_dict.", "model.", "module."] {
+            if let Some(rest) = k.strip_prefix(prefix) {
+                k = rest;
+            }
+        }
+        if k == before {
+            return k.to_string();
+        }
+    }
+}
+
+fn transform_shape(shape: &[usize], t: Transform) -> Vec<usize> {
+    match t {
+        Transform::None => shape.to_vec(),
+        Transform::Transpose => vec![shape[1], shape[0]],
+        Transform::ChannelView => vec![1, shape[0], 1, 1],
+    }
+}
+
+/// `data` laid out as in rslad (`to_burn`) or as in PyTorch.
+fn convert(data: &[f32], rslad_shape: &[usize], t: Transform, to_burn: bool) -> Vec<f32> {
+    match t {
+        Transform::Transpose => {
+            // rslad [in, out] ↔ PyTorch [out, in].
+            let (rows, cols) = if to_burn {
+                (rslad_shape[1], rslad_shape[0])
+            } else {
+                (rslad_shape[0], rslad_shape[1])
+            };
+            let mut out = vec![0f32; data.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    out[c * rows + r] = data[r * cols + c];
+                }
+            }
+            out
+        }
+        _ => data.to_vec(),
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+/// Imports a PyTorch or safetensors state dict into a freshly built `spec` model.
+pub fn import(
+    path: &Path,
+    spec: &ModelSpec,
+    layout: Option<Layout>,
+    device: &Device,
+) -> Result<(Model, ImportReport), InteropError> {
+    let arch = spec
+        .arch()
+        .map_err(|e| InteropError::Other(e.to_string()))?;
+    let layout = layout.unwrap_or_else(|| default_layout(arch));
+    if !layouts::fits(layout, arch) {
+        return Err(InteropError::Other(format!(
+            "the {layout} layout does not describe {} (use --layout {})",
+            spec.name,
+            default_layout(arch)
+        )));
+    }
+    let source = read_source(path)?;
+    let mut source: HashMap<String, SourceTensor> = source
+        .into_iter()
+        .map(|(k, v)| (strip_wrappers(&k), v))
+        .collect();
+    let mut model = spec
+        .build(device)
+        .map_err(|e| InteropError::Other(e.to_string()))?;
+    let mut report = ImportReport::default();
+    let (mut missing, mut wrong) = (Vec::new(), Vec::new());
+    let mut converted: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for t in model.collect(None, None, true) {
+        let shape = t.shape.to_vec();
+        let (key, transform) = layouts::to_torch(&t.name, layout);
+        let expected = transform_shape(&shape, transform);
+        match source.remove(&key) {
+            None if layout == Layout::RobustBench && matches!(key.as_str(), "mean" | "std") => {
+                report.notes.push(format!(
+                    "`{key}` is not in the checkpoint: kept the model's {key} {:?} (the dataset's statistics)",
+                    crate::attacks::util::to_f32s(model_tensor(&model, &t.name))
+                ));
+                converted.push((
+                    t.name.clone(),
+                    shape,
+                    t.to_bytes()
+                        .map_err(|e| InteropError::Other(e.to_string()))?
+                        .to_vec(),
+                ));
+            }
+            None => missing.push(format!("  missing: {key} {expected:?} (rslad {})", t.name)),
+            Some(s)
+                if s.shape.iter().product::<usize>() != expected.iter().product::<usize>()
+                    || (s.shape != expected && transform != Transform::ChannelView) =>
+            {
+                wrong.push(format!(
+                    "  wrong shape: {key} is {:?} in the file, {expected:?} expected",
+                    s.shape
+                ))
+            }
+            Some(s) => match s.data {
+                None => wrong.push(format!("  wrong dtype: {key} is not a float tensor")),
+                Some(d) => converted.push((
+                    t.name.clone(),
+                    shape.clone(),
+                    f32_bytes(&convert(&d, &shape, transform, true)),
+                )),
+            },
+        }
+    }
+    let mut unexpected = Vec::new();
+    let mut leftovers: Vec<String> = source.keys().cloned().collect();
+    leftovers.sort();
+    for key in leftovers {
+        if layouts::ignorable(&key, layout) {
+            report.ignored.push(key);
+        } else {
+            unexpected.push(format!("  unexpected: {key} {:?}", source[&key].shape));
+        }
+    }
+    if !(missing.is_empty() && wrong.is_empty() && unexpected.is_empty()) {
+        let details = [missing, wrong, unexpected].concat().join("\n");
+        return Err(InteropError::Mismatch {
+            path: path.to_path_buf(),
+            model: spec.name.clone(),
+            layout,
+            details,
+        });
+    }
+    let views: Vec<(String, TensorView)> = converted
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).expect("consistent view"),
+            )
+        })
+        .collect();
+    let bytes =
+        safetensors::serialize(views, None).map_err(|e| InteropError::Other(e.to_string()))?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes)).skip_enum_variants(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| InteropError::Other(e.to_string()))?;
+    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
+        return Err(InteropError::Other(format!(
+            "loading failed: errors {:?}, missing {:?}, unused {:?}",
+            result.errors, result.missing, result.unused
+        )));
+    }
+    report.loaded = converted.len();
+    if report.ignored.iter().any(|k| k.starts_with("sub_block1.")) {
+        report.notes.push("ignored the TRADES definition's `sub_block1.*` (built in __init__, never used in forward)".into());
+    }
+    Ok((model, report))
+}
+
+fn model_tensor(model: &Model, name: &str) -> Tensor<1> {
+    let t = model
+        .collect(None, None, true)
+        .into_iter()
+        .find(|t| t.name == name)
+        .expect("the tensor exists");
+    let bytes = t.to_bytes().expect("readable tensor");
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]), &Device::default())
+}
+
+/// Writes `model`'s weights as a safetensors file with the PyTorch reference definition's
+/// keys and layouts, ready for `load_state_dict(strict=True)`: BatchNorm step counters are
+/// added, and for the TRADES WRN its unused `sub_block1` group (a copy of `block1`).
+pub fn export_torch(
+    model: &Model,
+    path: &Path,
+    layout: Option<Layout>,
+) -> Result<Layout, InteropError> {
+    let arch = model
+        .spec
+        .arch()
+        .map_err(|e| InteropError::Other(e.to_string()))?;
+    let layout = layout.unwrap_or_else(|| default_layout(arch));
+    if !layouts::fits(layout, arch) {
+        return Err(InteropError::Other(format!(
+            "the {layout} layout does not describe {}",
+            model.spec.name
+        )));
+    }
+    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    for t in burn::module::Module::valid(model).collect(None, None, true) {
+        let shape = t.shape.to_vec();
+        let (key, transform) = layouts::to_torch(&t.name, layout);
+        let bytes = t
+            .to_bytes()
+            .map_err(|e| InteropError::Other(e.to_string()))?;
+        let data: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let out = convert(&data, &shape, transform, false);
+        if key.ends_with("running_var") {
+            let counter = key.replace("running_var", "num_batches_tracked");
+            tensors.insert(counter, (Dtype::I64, vec![], 0i64.to_le_bytes().to_vec()));
+        }
+        tensors.insert(
+            key,
+            (
+                Dtype::F32,
+                transform_shape(&shape, transform),
+                f32_bytes(&out),
+            ),
+        );
+    }
+    if layout == Layout::Trades {
+        let copies: Vec<(String, (Dtype, Vec<usize>, Vec<u8>))> = tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with("block1."))
+            .map(|(k, v)| (format!("sub_{k}"), v.clone()))
+            .collect();
+        tensors.extend(copies);
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(k, (dt, s, b))| {
+            (
+                k.clone(),
+                TensorView::new(*dt, s.clone(), b).expect("consistent view"),
+            )
+        })
+        .collect();
+    let mut meta = HashMap::new();
+    meta.insert("rslad.model".to_string(), model.spec.name.clone());
+    meta.insert("rslad.layout".to_string(), layout.to_string());
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| InteropError::Other(e.to_string()))?;
+    write_atomic(path, &bytes)
+        .map_err(|e| InteropError::Other(format!("{}: {e}", path.display())))?;
+    Ok(layout)
+}

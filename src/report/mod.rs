@@ -1,0 +1,457 @@
+//! Reports from results files only (this module never loads a model): the paper-style
+//! white-box and black-box tables, side by side with the paper's numbers where the setup
+//! matches, as Markdown, CSV and JSON, and SVG plots of training curves and of robust accuracy
+//! against ε. Also merges the shards of a sharded evaluation into one result.
+
+mod plots;
+
+use crate::eval::{bits, from_bits, AttackResult, EvalResults, StageResult};
+use crate::experiment::CellRecord;
+use crate::train::EpochMetrics;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The white-box columns of the paper's tables, in order.
+pub const WHITE_BOX: &[&str] = &["FGSM", "PGD_SAT", "PGD_TRADES", "CW", "AA"];
+pub const BLACK_BOX: &[&str] = &["Transfer-PGD", "Transfer-CW", "Square"];
+
+/// One row of a table: a model trained by a method, at one checkpoint, averaged over seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub role: String,
+    pub model: String,
+    pub method: String,
+    /// "best" or "last".
+    pub checkpoint: String,
+    pub seeds: Vec<u64>,
+    pub dataset: String,
+    pub eps: f64,
+    pub n_examples: usize,
+    /// Column → mean accuracy in [0,1] over seeds.
+    pub accuracy: BTreeMap<String, f64>,
+    /// Column → standard deviation over seeds (0 for one seed).
+    pub std: BTreeMap<String, f64>,
+}
+
+/// Everything a report shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub white_box: Vec<Row>,
+    pub black_box: Vec<Row>,
+    /// (model, method) → per-epoch metrics of the first seed.
+    pub curves: Vec<(String, String, Vec<EpochMetrics>)>,
+    /// (model, method) → (ε, robust accuracy) of the best checkpoint.
+    pub sweeps: Vec<(String, String, Vec<(f64, f64)>)>,
+    pub warnings: Vec<String>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+fn columns(r: &EvalResults) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    m.insert("Clean".to_string(), r.clean_accuracy);
+    for a in &r.attacks {
+        m.insert(a.name.clone(), a.robust_accuracy);
+    }
+    m
+}
+
+/// Mean and standard deviation over seeds, per column.
+fn aggregate(results: &[BTreeMap<String, f64>]) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let mut mean = BTreeMap::new();
+    let mut std = BTreeMap::new();
+    let keys: Vec<String> = results.iter().flat_map(|r| r.keys().cloned()).collect();
+    for k in keys {
+        let v: Vec<f64> = results.iter().filter_map(|r| r.get(&k).copied()).collect();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        mean.insert(k.clone(), m);
+        std.insert(k, s);
+    }
+    (mean, std)
+}
+
+/// Collects the cells of experiment directories (`DIR/cells/*`) into a report.
+pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
+    let mut groups: BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, CellRecord)>> =
+        BTreeMap::new();
+    for dir in dirs {
+        let cells = dir.join("cells");
+        let entries = std::fs::read_dir(&cells)
+            .map_err(|e| format!("{}: {e} (not an experiment directory?)", cells.display()))?;
+        for e in entries.flatten() {
+            let Some(rec) = read_json::<CellRecord>(&e.path().join("cell.json")) else {
+                continue;
+            };
+            let order = match rec.cell.role {
+                crate::experiment::Role::Teacher => 0,
+                crate::experiment::Role::Surrogate => 1,
+                crate::experiment::Role::Student => 2,
+            };
+            let method = match &rec.cell.train.kl_reduction {
+                Some(r) => format!("{}:{r}", rec.cell.method),
+                None => rec.cell.method.clone(),
+            };
+            groups
+                .entry((
+                    order,
+                    rec.cell.model.clone(),
+                    method,
+                    format!("{:?}", rec.cell.role).to_lowercase(),
+                ))
+                .or_default()
+                .push((rec.cell.seed, e.path(), rec));
+        }
+    }
+    let mut report = Report::default();
+    for ((_, model, method, role), members) in &groups {
+        let seeds: Vec<u64> = members.iter().map(|m| m.0).collect();
+        for (file, checkpoint, black) in [
+            ("eval-best.json", "best", false),
+            ("eval-last.json", "last", false),
+            ("blackbox-best.json", "best", true),
+        ] {
+            let results: Vec<EvalResults> = members
+                .iter()
+                .filter_map(|(_, p, _)| read_json(&p.join(file)))
+                .collect();
+            if results.is_empty() {
+                continue;
+            }
+            let cols: Vec<BTreeMap<String, f64>> = results.iter().map(columns).collect();
+            let (accuracy, std) = aggregate(&cols);
+            for r in &results {
+                report
+                    .warnings
+                    .extend(r.warnings.iter().map(|w| format!("{model} {method}: {w}")));
+            }
+            let row = Row {
+                role: role.clone(),
+                model: model.clone(),
+                method: method.clone(),
+                checkpoint: checkpoint.into(),
+                seeds: seeds.clone(),
+                dataset: results[0].dataset.clone(),
+                eps: results[0].eps,
+                n_examples: results[0].example_ids.len(),
+                accuracy,
+                std,
+            };
+            if black {
+                report.black_box.push(row);
+            } else {
+                report.white_box.push(row);
+            }
+        }
+        let first = &members[0].1;
+        let metrics: Vec<EpochMetrics> = std::fs::read_to_string(first.join("metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if !metrics.is_empty() {
+            report.curves.push((model.clone(), method.clone(), metrics));
+        }
+        if let Some(sweep) = read_json::<Vec<serde_json::Value>>(&first.join("sweep.json")) {
+            let pts = sweep
+                .iter()
+                .filter_map(|p| Some((p["eps"].as_f64()?, p["robust_accuracy"].as_f64()?)))
+                .collect();
+            report.sweeps.push((model.clone(), method.clone(), pts));
+        }
+    }
+    Ok(report)
+}
+
+/// The paper's numbers (CIFAR-10, ResNet-18 student, TRADES WRN-34-10 teacher, ε = 8/255, best
+/// checkpoint), as quoted by later work (spec/results.md): (method, column, accuracy in %).
+pub const PAPER_QUOTED: &[(&str, &str, f64)] = &[
+    ("sat", "Clean", 83.38),
+    ("sat", "AA", 45.83),
+    ("trades", "Clean", 81.93),
+    ("trades", "AA", 49.23),
+    ("ard", "AA", 49.19),
+    ("iad", "AA", 49.10),
+    ("rslad", "Clean", 83.38),
+    ("rslad", "PGD_TRADES", 55.94),
+    ("rslad", "AA", 51.49),
+];
+
+fn paper_value(row: &Row, column: &str) -> Option<f64> {
+    let matches = row.dataset == "cifar10"
+        && row.model == "resnet18"
+        && row.checkpoint == "best"
+        && (row.eps - 8.0 / 255.0).abs() < 1e-4;
+    if !matches {
+        return None;
+    }
+    let method = row.method.split(':').next().unwrap_or("");
+    PAPER_QUOTED
+        .iter()
+        .find(|(m, c, _)| *m == method && *c == column)
+        .map(|t| t.2)
+}
+
+fn cell(row: &Row, column: &str) -> String {
+    match row.accuracy.get(column) {
+        None => "–".into(),
+        Some(v) => {
+            let mut s = format!("{:.2}", 100.0 * v);
+            if row.seeds.len() > 1 {
+                s.push_str(&format!(" ± {:.2}", 100.0 * row.std[column]));
+            }
+            if let Some(p) = paper_value(row, column) {
+                s.push_str(&format!(" ({p:.2})"));
+            }
+            s
+        }
+    }
+}
+
+fn table(rows: &[Row], columns: &[&str], with_checkpoint: bool) -> String {
+    let mut head = vec!["model", "method"];
+    if with_checkpoint {
+        head.push("checkpoint");
+    }
+    let mut cols = vec!["Clean"];
+    cols.extend_from_slice(columns);
+    let mut out = format!("| {} | {} |\n", head.join(" | "), cols.join(" | "));
+    out.push_str(&format!("|{}\n", "---|".repeat(head.len() + cols.len())));
+    for r in rows {
+        let name = if r.role == "student" {
+            r.method.clone()
+        } else {
+            format!("{} ({})", r.method, r.role)
+        };
+        let mut cells = vec![r.model.clone(), name];
+        if with_checkpoint {
+            cells.push(r.checkpoint.clone());
+        }
+        cells.extend(cols.iter().map(|c| cell(r, c)));
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
+/// The Markdown report.
+pub fn markdown(report: &Report) -> String {
+    let mut md = String::from("# rslad report\n\n");
+    if let Some(r) = report.white_box.first() {
+        md.push_str(&format!(
+            "Dataset {}, L-inf eps = {:.4}, {} test images attacked; accuracy in %{}.\n\n",
+            r.dataset,
+            r.eps,
+            r.n_examples,
+            if report.white_box.iter().any(|r| r.seeds.len() > 1) {
+                " (mean ± std over seeds)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let any_paper = report.white_box.iter().any(|r| {
+        WHITE_BOX
+            .iter()
+            .chain(["Clean"].iter())
+            .any(|c| paper_value(r, c).is_some())
+    });
+    md.push_str("## White-box robustness (best and last checkpoint)\n\n");
+    md.push_str(&table(&report.white_box, WHITE_BOX, true));
+    if any_paper {
+        md.push_str("\nIn parentheses: the paper's numbers as quoted by later work (spec/results.md), same setup.\n");
+    }
+    if !report.black_box.is_empty() {
+        md.push_str("\n## Black-box robustness (best checkpoint)\n\nTransfer attacks crafted on the surrogate; Square queries the model.\n\n");
+        md.push_str(&table(&report.black_box, BLACK_BOX, false));
+    }
+    if !report.curves.is_empty() || !report.sweeps.is_empty() {
+        md.push_str("\n## Plots\n\n");
+        let models: std::collections::BTreeSet<&String> = report
+            .curves
+            .iter()
+            .map(|c| &c.0)
+            .chain(report.sweeps.iter().map(|s| &s.0))
+            .collect();
+        for m in models {
+            if report.curves.iter().any(|c| &c.0 == m) {
+                md.push_str(&format!("![training curves of {m}](curves-{m}.svg)\n\n"));
+            }
+            if report.sweeps.iter().any(|c| &c.0 == m) {
+                md.push_str(&format!(
+                    "![robust accuracy against eps for {m}](eps-{m}.svg)\n\n"
+                ));
+            }
+        }
+    }
+    if !report.warnings.is_empty() {
+        md.push_str("\n## Warnings\n\n");
+        for w in &report.warnings {
+            md.push_str(&format!("- {w}\n"));
+        }
+    }
+    md
+}
+
+/// CSV of every row: one line per (row, column).
+pub fn csv(report: &Report) -> String {
+    let mut out = String::from(
+        "table,role,model,method,checkpoint,seeds,dataset,eps,n_examples,column,accuracy,std\n",
+    );
+    for (name, rows) in [
+        ("white_box", &report.white_box),
+        ("black_box", &report.black_box),
+    ] {
+        for r in rows.iter() {
+            for (c, v) in &r.accuracy {
+                out.push_str(&format!(
+                    "{name},{},{},{},{},{},{},{},{},{c},{v:.6},{:.6}\n",
+                    r.role,
+                    r.model,
+                    r.method,
+                    r.checkpoint,
+                    r.seeds
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    r.dataset,
+                    r.eps,
+                    r.n_examples,
+                    r.std[c]
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Writes report.md, results.json, results.csv and the SVG plots into `out`.
+pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut written = Vec::new();
+    let mut put = |name: &str, text: String| -> Result<(), String> {
+        let p = out.join(name);
+        crate::io::write_atomic(&p, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        written.push(p);
+        Ok(())
+    };
+    put("report.md", markdown(report))?;
+    put(
+        "results.json",
+        serde_json::to_string_pretty(report).expect("report serialises"),
+    )?;
+    put("results.csv", csv(report))?;
+    let models: std::collections::BTreeSet<String> = report
+        .curves
+        .iter()
+        .map(|c| c.0.clone())
+        .chain(report.sweeps.iter().map(|s| s.0.clone()))
+        .collect();
+    for m in models {
+        let curves: Vec<_> = report
+            .curves
+            .iter()
+            .filter(|c| c.0 == m)
+            .map(|c| (c.1.clone(), c.2.clone()))
+            .collect();
+        if !curves.is_empty() {
+            put(&format!("curves-{m}.svg"), plots::curves(&m, &curves)?)?;
+        }
+        let sweeps: Vec<_> = report
+            .sweeps
+            .iter()
+            .filter(|c| c.0 == m)
+            .map(|c| (c.1.clone(), c.2.clone()))
+            .collect();
+        if !sweeps.is_empty() {
+            let eps = report.white_box.first().map(|r| r.eps).unwrap_or(0.0);
+            put(&format!("eps-{m}.svg"), plots::eps_sweep(&m, eps, &sweeps)?)?;
+        }
+    }
+    Ok(written)
+}
+
+/// Merges the shards of one evaluation (same checkpoint, attacks and ε; disjoint examples)
+/// into the result an unsharded run gives: per-example outcomes concatenated in example order,
+/// accuracies recomputed from them.
+pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String> {
+    if shards.is_empty() {
+        return Err("no shards to merge".into());
+    }
+    shards.sort_by_key(|s| s.example_ids.first().copied().unwrap_or(0));
+    let first = shards[0].clone();
+    for s in &shards[1..] {
+        let same = s.checkpoint_sha256 == first.checkpoint_sha256
+            && s.eps == first.eps
+            && s.seed == first.seed
+            && s.attacks
+                .iter()
+                .map(|a| (&a.name, &a.settings))
+                .eq(first.attacks.iter().map(|a| (&a.name, &a.settings)));
+        if !same {
+            return Err(format!(
+                "shards of different evaluations (checkpoint, eps, seed or attacks differ): {:?} vs {:?}",
+                first.checkpoint, s.checkpoint
+            ));
+        }
+    }
+    let mut ids: Vec<u64> = shards.iter().flat_map(|s| s.example_ids.clone()).collect();
+    let n = ids.len();
+    ids.dedup();
+    if ids.len() != n || ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("shards overlap or are out of order".into());
+    }
+    let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len().max(1) as f64;
+    let concat = |f: &dyn Fn(&EvalResults) -> String| -> Vec<bool> {
+        shards.iter().flat_map(|s| from_bits(&f(s))).collect()
+    };
+    let clean = concat(&|s| s.clean.clone());
+    let mut attacks = Vec::new();
+    for (k, a) in first.attacks.iter().enumerate() {
+        let robust = concat(&|s| s.attacks[k].robust.clone());
+        let stages = a
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(j, st)| {
+                let flags = concat(&|s| s.attacks[k].stages[j].robust.clone());
+                StageResult {
+                    name: st.name.clone(),
+                    robust_accuracy: share(&flags),
+                    robust: bits(&flags),
+                }
+            })
+            .collect();
+        attacks.push(AttackResult {
+            name: a.name.clone(),
+            black_box: a.black_box,
+            robust_accuracy: share(&robust),
+            robust: bits(&robust),
+            stages,
+            settings: a.settings.clone(),
+            seconds: shards.iter().map(|s| s.attacks[k].seconds).sum(),
+        });
+    }
+    let mut merged = EvalResults {
+        example_ids: ids,
+        clean_accuracy: share(&clean),
+        clean: bits(&clean),
+        attacks,
+        warnings: Vec::new(),
+        seconds: shards.iter().map(|s| s.seconds).sum(),
+        ..first
+    };
+    merged.warnings = crate::eval::consistency_warnings(&merged);
+    for s in &shards {
+        for w in &s.warnings {
+            if !merged.warnings.contains(w) {
+                merged.warnings.push(w.clone());
+            }
+        }
+    }
+    Ok(merged)
+}

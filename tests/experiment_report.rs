@@ -1,0 +1,309 @@
+//! Experiments and reports: the config format, a tiny grid end to end with resume, a known
+//! results file rendered to the expected table, and sharded evaluation merged exactly.
+
+mod common;
+
+use common::*;
+use rslad::attacks::{parse_list, AttackContext};
+use rslad::data::{self, DatasetKind, Split};
+use rslad::eval::{evaluate, EvalConfig, EvalResults};
+use rslad::experiment::{self, ExperimentConfig};
+use rslad::models::ModelSpec;
+use rslad::report;
+use rslad::train::Observer;
+use std::path::Path;
+
+#[derive(Default)]
+struct Log(Vec<String>);
+
+impl Observer for Log {
+    fn message(&mut self, text: &str) {
+        self.0.push(text.to_string());
+    }
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = toml::from_str::<ExperimentConfig>(
+        "dataset = 'cifar10'\nlearning_rate = 0.1\n[teacher]\nmodel = 'resnet18'\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("learning_rate"), "{e}");
+    let e = toml::from_str::<ExperimentConfig>(
+        "dataset = 'cifar10'\n[teacher]\nmodel = 'resnet18'\nsize = 3\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("size"), "{e}");
+    // The issue's example parses.
+    let ok = "dataset = \"fashion-mnist\"\ntrain_limit = 500\ntest_limit = 200\nepochs = 1\neps = 0.1\n[teacher]\nmodel = \"cnn-small\"\nmethod = \"sat\"\n[[student]]\nmodel = \"cnn-small\"\nmethods = [\"natural\", \"rslad\"]\n";
+    let cfg: ExperimentConfig = toml::from_str(ok).unwrap();
+    let cells = cfg.cells(Path::new("/tmp/x")).unwrap();
+    assert_eq!(
+        cells.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        [
+            "teacher-cnn-small-sat",
+            "cnn-small-natural-s0",
+            "cnn-small-rslad-s0"
+        ]
+    );
+    assert_eq!(cfg.eps().unwrap(), 0.1);
+    let frac: ExperimentConfig =
+        toml::from_str(&ok.replace("eps = 0.1", "eps = \"8/255\"")).unwrap();
+    assert!((frac.eps().unwrap() - 8.0 / 255.0).abs() < 1e-12);
+}
+
+#[test]
+fn tiny_grid_runs_end_to_end_and_resumes() {
+    let data = temp_dir("grid-data");
+    fake_fashion(&data, 300, 60, true);
+    let out = temp_dir("grid-out");
+    let text = format!(
+        "dataset = \"fashion-mnist\"\ndata_dir = \"{}\"\ntrain_limit = 300\ntest_limit = 60\nepochs = 1\neps = 0.1\n\
+         batch_size = 32\nlr = 0.05\nmilestones = []\nattack_steps = 3\nmonitor_examples = 30\n\
+         attacks = \"fgsm,pgd-sat\"\neval_examples = 40\neps_sweep = 3\nsquare_queries = 20\n\
+         [teacher]\nmodel = \"cnn-small\"\nmethod = \"sat\"\n[surrogate]\nmodel = \"cnn-small\"\nmethod = \"natural\"\n\
+         [[student]]\nmodel = \"cnn-small\"\nmethods = [\"natural\", \"rslad\"]\n",
+        data.display()
+    );
+    let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+    let device = device();
+    // A student before its teacher: a clear error.
+    let cells = cfg.cells(&out).unwrap();
+    let e = experiment::run(&cfg, &out, Some(3), &device, &mut Log::default()).unwrap_err();
+    assert!(e.contains("teacher"), "{e}");
+    assert_eq!(cells.len(), 4);
+    experiment::run(&cfg, &out, None, &device, &mut Log::default()).unwrap();
+    for c in &cells {
+        assert!(experiment::is_finished(&out, c), "{}", c.name);
+    }
+    let dir = experiment::cell_dir(&out, &cells[3]);
+    for f in [
+        "eval-best.json",
+        "eval-last.json",
+        "blackbox-best.json",
+        "sweep.json",
+        "metrics.jsonl",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let stamp = std::fs::metadata(dir.join("eval-best.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    // Finished cells are skipped.
+    let mut log = Log::default();
+    experiment::run(&cfg, &out, None, &device, &mut log).unwrap();
+    assert_eq!(
+        log.0.iter().filter(|m| m.contains("skipped")).count(),
+        4,
+        "{:?}",
+        log.0
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("eval-best.json"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        stamp
+    );
+    // A half-done cell resumes: its missing evaluation is redone, its training is not.
+    std::fs::remove_file(dir.join("eval-last.json")).unwrap();
+    std::fs::remove_file(dir.join("cell.json")).unwrap();
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    experiment::run(&cfg, &out, Some(3), &device, &mut Log::default()).unwrap();
+    assert!(dir.join("eval-last.json").is_file());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+
+    let rep = report::collect(&[out.clone()]).unwrap();
+    let files = report::write(&rep, &out).unwrap();
+    for name in [
+        "report.md",
+        "results.csv",
+        "results.json",
+        "curves-cnn-small.svg",
+        "eps-cnn-small.svg",
+    ] {
+        assert!(
+            files.iter().any(|f| f.ends_with(name)),
+            "{name} in {files:?}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| cnn-small | rslad | best |"), "{md}");
+    assert!(md.contains("Black-box"), "{md}");
+    let svg = std::fs::read_to_string(out.join("curves-cnn-small.svg")).unwrap();
+    assert!(
+        svg.contains("epoch") && svg.contains("accuracy (%)") && svg.contains("rslad PGD-20"),
+        "axes and legend"
+    );
+}
+
+fn fake_result(clean: &str, attacks: &[(&str, &str)]) -> EvalResults {
+    let acc = |s: &str| s.chars().filter(|&c| c == '1').count() as f64 / s.len() as f64;
+    EvalResults {
+        model: ModelSpec::for_dataset("resnet18".parse().unwrap(), DatasetKind::Cifar10),
+        checkpoint: None,
+        checkpoint_sha256: None,
+        dataset: "cifar10".into(),
+        eps: 8.0 / 255.0,
+        seed: 0,
+        backend: "test".into(),
+        example_ids: (0..clean.len() as u64).collect(),
+        clean_accuracy: acc(clean),
+        clean: clean.into(),
+        attacks: attacks
+            .iter()
+            .map(|(n, bits)| rslad::eval::AttackResult {
+                name: n.to_string(),
+                black_box: false,
+                robust_accuracy: acc(bits),
+                robust: bits.to_string(),
+                stages: vec![],
+                settings: serde_json::json!({}),
+                seconds: 0.0,
+            })
+            .collect(),
+        warnings: vec![],
+        seconds: 0.0,
+    }
+}
+
+/// A known small results folder renders to exactly this table, with the paper's quoted
+/// numbers beside the matching cells.
+#[test]
+fn report_renders_known_results() {
+    let out = temp_dir("report-known");
+    for (name, method, clean, aa) in [
+        ("resnet18-sat-s0", "sat", "11110", "10000"),
+        ("resnet18-rslad-s0", "rslad", "11111", "11100"),
+    ] {
+        let dir = out.join("cells").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cell = serde_json::json!({
+            "cell": {"index": 0, "name": name, "role": "student", "model": "resnet18", "method": method, "seed": 0,
+                     "checkpoint": null, "train": {}},
+            "dataset": "cifar10", "eps": 8.0 / 255.0, "finished": true
+        });
+        std::fs::write(dir.join("cell.json"), cell.to_string()).unwrap();
+        let r = fake_result(
+            clean,
+            &[
+                ("FGSM", "11000"),
+                ("PGD_SAT", "10000"),
+                ("PGD_TRADES", "11000"),
+                ("CW", "10000"),
+                ("AA", aa),
+            ],
+        );
+        std::fs::write(
+            dir.join("eval-best.json"),
+            serde_json::to_string(&r).unwrap(),
+        )
+        .unwrap();
+    }
+    let rep = report::collect(&[out.clone()]).unwrap();
+    let md = report::markdown(&rep);
+    let expected = "\
+| model | method | checkpoint | Clean | FGSM | PGD_SAT | PGD_TRADES | CW | AA |
+|---|---|---|---|---|---|---|---|---|
+| resnet18 | rslad | best | 100.00 (83.38) | 40.00 | 20.00 | 40.00 (55.94) | 20.00 | 60.00 (51.49) |
+| resnet18 | sat | best | 80.00 (83.38) | 40.00 | 20.00 | 40.00 | 20.00 | 20.00 (45.83) |
+";
+    assert!(md.contains(expected), "{md}");
+    let csv = report::csv(&rep);
+    assert!(
+        csv.contains("white_box,student,resnet18,rslad,best,0,cifar10,"),
+        "{csv}"
+    );
+}
+
+/// Two shards of an evaluation merge into exactly the unsharded result.
+#[test]
+fn sharded_evaluation_merges_exactly() {
+    let data_dir = temp_dir("shards");
+    fake_fashion(&data_dir, 10, 64, false);
+    let device = device();
+    device.seed(4);
+    let spec = ModelSpec::for_dataset("cnn-small".parse().unwrap(), DatasetKind::FashionMnist);
+    let model = spec.build(&device).unwrap();
+    let test = data::load(
+        DatasetKind::FashionMnist,
+        Some(&data_dir),
+        Split::Test,
+        None,
+    )
+    .unwrap();
+    let ctx = AttackContext {
+        eps: 0.1,
+        seed: 3,
+        device: &device,
+        target: &spec,
+    };
+    let attacks = parse_list("fgsm,pgd-sat,square:queries=30,aa:steps=5:queries=20", &ctx).unwrap();
+    let cfg = EvalConfig {
+        eps: 0.1,
+        batch_size: 16,
+        seed: 3,
+        sanity_checks: false,
+    };
+    let whole = evaluate(
+        &model,
+        test.clone(),
+        0,
+        &attacks,
+        &cfg,
+        &device,
+        &mut |_| {},
+    );
+    let a = evaluate(
+        &model,
+        test.slice(0, 32),
+        0,
+        &attacks,
+        &cfg,
+        &device,
+        &mut |_| {},
+    );
+    let b = evaluate(
+        &model,
+        test.slice(32, 64),
+        32,
+        &attacks,
+        &cfg,
+        &device,
+        &mut |_| {},
+    );
+    let merged = report::merge_shards(vec![b, a]).unwrap();
+    assert_eq!(merged.example_ids, whole.example_ids);
+    assert_eq!(merged.clean, whole.clean);
+    for (m, w) in merged.attacks.iter().zip(&whole.attacks) {
+        assert_eq!(
+            (&m.name, &m.robust, m.robust_accuracy),
+            (&w.name, &w.robust, w.robust_accuracy)
+        );
+        assert_eq!(m.stages, w.stages);
+    }
+    assert!(
+        whole
+            .attacks
+            .iter()
+            .any(|a| a.robust.contains('1') && a.robust.contains('0'))
+            || whole.clean.contains('0')
+    );
+    // Shards of different evaluations are refused.
+    let other = evaluate(
+        &model,
+        test.slice(32, 64),
+        32,
+        &attacks[..1],
+        &cfg,
+        &device,
+        &mut |_| {},
+    );
+    assert!(report::merge_shards(vec![whole.clone(), other]).is_err());
+}

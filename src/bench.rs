@@ -148,5 +148,25 @@ pub fn run_model(
         let _ = model.logits(x.clone()).into_data();
     });
     push("eval forward".into(), t);
+    // Whole evaluation attacks with a fixed amount of work per image (AutoAttack's targeted
+    // parts and Square stop on success, so their cost depends on the model's robustness).
+    let ctx = crate::attacks::AttackContext {
+        eps: dataset.default_eps(),
+        seed: 0,
+        device,
+        target: &model.spec,
+    };
+    for name in ["fgsm", "pgd-sat", "pgd-trades", "cw", "apgd-ce"] {
+        let attack = crate::attacks::parse_list(name, &ctx)
+            .map_err(|e| e.to_string())?
+            .remove(0);
+        let t = time(reps.min(2), device, probe, || {
+            let _ = attack
+                .run(&model, x.clone(), y.clone(), &ids)
+                .adv
+                .into_data();
+        });
+        push(format!("attack {}", attack.label()), t);
+    }
     Ok(rows)
 }

@@ -119,7 +119,7 @@ fn tiny_grid_runs_end_to_end_and_resumes() {
         metrics
     );
 
-    let rep = report::collect(&[out.clone()]).unwrap();
+    let rep = report::collect(std::slice::from_ref(&out)).unwrap();
     let files = report::write(&rep, &out).unwrap();
     for name in [
         "report.md",
@@ -206,7 +206,7 @@ fn report_renders_known_results() {
         )
         .unwrap();
     }
-    let rep = report::collect(&[out.clone()]).unwrap();
+    let rep = report::collect(std::slice::from_ref(&out)).unwrap();
     let md = report::markdown(&rep);
     let expected = "\
 | model | method | checkpoint | Clean | FGSM | PGD_SAT | PGD_TRADES | CW | AA |

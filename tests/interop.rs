@@ -352,3 +352,80 @@ fn pytorch_reference_logits_match() {
         );
     }
 }
+
+fn onnxruntime_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import onnxruntime"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// The ONNX export of each student and teacher family, run in onnxruntime at a batch size
+/// other than the two it was captured at, gives rslad's eval-mode logits within 1e-4.
+#[cfg(feature = "onnx")]
+#[test]
+fn onnx_export_matches_in_onnxruntime() {
+    if !onnxruntime_available() {
+        eprintln!("SKIPPED: python3 cannot import onnxruntime (CI installs it; see .ci/run)");
+        return;
+    }
+    let dir = temp_dir("onnx");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/onnx_run.py");
+    for (name, dataset) in [
+        ("cnn-small", DatasetKind::FashionMnist),
+        ("cnn-large", DatasetKind::FashionMnist),
+        ("resnet18", DatasetKind::Cifar10),
+        ("mobilenetv2", DatasetKind::Cifar100),
+        ("wrn-16-2", DatasetKind::Cifar10),
+        ("wrn-16-2-dm", DatasetKind::Cifar100),
+    ] {
+        let spec = ModelSpec::for_dataset(name.parse().unwrap(), dataset);
+        let model = randomised(&spec, 5);
+        let onnx = dir.join(format!("{name}.onnx"));
+        interop::export_onnx(&model, &onnx).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s = spec.input;
+        let mut rng = Lcg(11);
+        let x: Vec<f32> = (0..3 * s.len()).map(|_| rng.next_f32()).collect();
+        let want = floats(
+            model
+                .valid()
+                .logits(tensor4(x.clone(), [3, s.channels, s.height, s.width])),
+        );
+        let (inp, out) = (
+            dir.join(format!("{name}.in")),
+            dir.join(format!("{name}.out")),
+        );
+        std::fs::write(
+            &inp,
+            x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        let o = Command::new("python3")
+            .arg(&script)
+            .arg(&onnx)
+            .arg(&inp)
+            .arg(format!("3,{},{},{}", s.channels, s.height, s.width))
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got: Vec<f32> = std::fs::read(&out)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}: logits shape");
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("{name}: max |logit difference| rslad vs onnxruntime = {diff:.2e}");
+        assert!(diff < 1e-4, "{name}: {diff}");
+    }
+}

@@ -5,7 +5,6 @@ mod common;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::prelude::*;
 use common::*;
 use rslad::data::DatasetKind;
 use rslad::methods::{self, MethodConfig, StepInput};

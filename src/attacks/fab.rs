@@ -42,6 +42,7 @@ impl Fab {
 
     /// One targeted run; returns the smallest adversarial point found per example and whether
     /// it lies within ε.
+    #[allow(clippy::too_many_arguments)]
     fn single_run(
         &self,
         model: &dyn Classifier,
@@ -82,10 +83,10 @@ impl Fab {
             let (g, df, _) = input_grad(model, to_tensor(&x1), &objective);
             let g = to_f32s(g);
             let df = to_f32s(df);
-            for i in 0..b {
+            for (i, &dfi) in df.iter().enumerate().take(b) {
                 let r = i * n..(i + 1) * n;
                 let w = &g[r.clone()];
-                let plane = dot(w, &x1[r.clone()]) - df[i];
+                let plane = dot(w, &x1[r.clone()]) - dfi;
                 project_linf(&x1[r.clone()], w, plane, &mut d1);
                 project_linf(&x0[r.clone()], w, plane, &mut d2);
                 let a1 = linf_norm(&d1).max(1e-8);

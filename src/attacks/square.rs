@@ -106,10 +106,10 @@ impl Square {
             .collect();
         // Vertical stripes: one sign per (channel, column).
         let mut best = x0.clone();
-        for i in 0..b {
+        for (i, rng) in rngs.iter_mut().enumerate().take(b) {
             for ch in 0..c {
                 for col in 0..w {
-                    let s = if rngs[i].random_bool(0.5) { eps } else { -eps };
+                    let s = if rng.random_bool(0.5) { eps } else { -eps };
                     for row in 0..h {
                         let k = i * n + (ch * h + row) * w + col;
                         best[k] = (x0[k] + s).clamp(0.0, 1.0);

@@ -129,8 +129,22 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
                 model.spec.name
             );
         }
+        #[cfg(feature = "onnx")]
         "onnx" => {
-            bail!("ONNX export is not available in this build; see README (Weights in and out)")
+            interop::export_onnx(&model, &args.out)
+                .with_context(|| format!("exporting {}", args.checkpoint.display()))?;
+            eprintln!(
+                "wrote {} ({}; one input [batch, {}, {}, {}] in [0,1], one output: the logits)",
+                args.out.display(),
+                model.spec.name,
+                model.spec.input.channels,
+                model.spec.input.height,
+                model.spec.input.width
+            );
+        }
+        #[cfg(not(feature = "onnx"))]
+        "onnx" => {
+            bail!("this build has no ONNX export: build with the `onnx` feature (on by default)")
         }
         other => bail!("unknown export format '{other}': torch or onnx"),
     }

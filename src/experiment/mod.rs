@@ -391,20 +391,21 @@ pub fn run_cell(
     };
     let attacks = cfg.attacks.clone().unwrap_or_else(|| "paper".into());
     let n = cfg.eval_examples.unwrap_or(1000);
-    let evals: Vec<(&str, &PathBuf, String)> = {
+    // The surrogate only crafts transfer attacks: it gets no tables of its own.
+    let evals: Vec<(&str, &PathBuf, String)> = if cell.role == Role::Surrogate {
+        Vec::new()
+    } else {
         let mut v = vec![("eval-best.json", &best, attacks.clone())];
         if cell.checkpoint.is_none() && cfg.eval_last.unwrap_or(true) {
             v.push(("eval-last.json", &last, attacks.clone()));
         }
         if let Some(s) = cfg.surrogate_checkpoint(out) {
-            if cell.role != Role::Surrogate {
-                let q = cfg.square_queries.unwrap_or(5000);
-                v.push((
-                    "blackbox-best.json",
-                    &best,
-                    format!("transfer:{},square:queries={q}", s.display()),
-                ));
-            }
+            let q = cfg.square_queries.unwrap_or(5000);
+            v.push((
+                "blackbox-best.json",
+                &best,
+                format!("transfer:{},square:queries={q}", s.display()),
+            ));
         }
         v
     };
@@ -427,7 +428,11 @@ pub fn run_cell(
         )
         .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let points = cfg.eps_sweep.unwrap_or(9);
+    let points = if cell.role == Role::Surrogate {
+        0
+    } else {
+        cfg.eps_sweep.unwrap_or(9)
+    };
     let sweep_path = dir.join("sweep.json");
     if points > 1 && !sweep_path.is_file() {
         observer.message(&format!("{}: robust accuracy against eps", cell.name));

@@ -265,17 +265,19 @@ pub fn import(
         let expected = transform_shape(&shape, transform);
         match source.remove(&key) {
             None if layout == Layout::RobustBench && matches!(key.as_str(), "mean" | "std") => {
+                // Some RobustBench definitions keep mean/std as plain attributes, not buffers.
+                let bytes = t
+                    .to_bytes()
+                    .map_err(|e| InteropError::Other(e.to_string()))?
+                    .to_vec();
+                let values: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
                 report.notes.push(format!(
-                    "`{key}` is not in the checkpoint: kept the model's {key} {:?} (the dataset's statistics)",
-                    crate::attacks::util::to_f32s(model_tensor(&model, &t.name))
+                    "`{key}` is not in the checkpoint: kept the model's {key} {values:?} (the dataset's statistics)"
                 ));
-                converted.push((
-                    t.name.clone(),
-                    shape,
-                    t.to_bytes()
-                        .map_err(|e| InteropError::Other(e.to_string()))?
-                        .to_vec(),
-                ));
+                converted.push((t.name.clone(), shape, bytes));
             }
             None => missing.push(format!("  missing: {key} {expected:?} (rslad {})", t.name)),
             Some(s)
@@ -344,20 +346,8 @@ pub fn import(
     Ok((model, report))
 }
 
-fn model_tensor(model: &Model, name: &str) -> Tensor<1> {
-    let t = model
-        .collect(None, None, true)
-        .into_iter()
-        .find(|t| t.name == name)
-        .expect("the tensor exists");
-    let bytes = t.to_bytes().expect("readable tensor");
-    let v: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let n = v.len();
-    Tensor::from_data(TensorData::new(v, [n]), &Device::default())
-}
+/// A safetensors entry: dtype, shape, little-endian bytes.
+type RawTensor = (Dtype, Vec<usize>, Vec<u8>);
 
 /// Writes `model`'s weights as a safetensors file with the PyTorch reference definition's
 /// keys and layouts, ready for `load_state_dict(strict=True)`: BatchNorm step counters are
@@ -378,7 +368,7 @@ pub fn export_torch(
             model.spec.name
         )));
     }
-    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut tensors: BTreeMap<String, RawTensor> = BTreeMap::new();
     for t in burn::module::Module::valid(model).collect(None, None, true) {
         let shape = t.shape.to_vec();
         let (key, transform) = layouts::to_torch(&t.name, layout);
@@ -404,7 +394,7 @@ pub fn export_torch(
         );
     }
     if layout == Layout::Trades {
-        let copies: Vec<(String, (Dtype, Vec<usize>, Vec<u8>))> = tensors
+        let copies: Vec<(String, RawTensor)> = tensors
             .iter()
             .filter(|(k, _)| k.starts_with("block1."))
             .map(|(k, v)| (format!("sub_{k}"), v.clone()))
@@ -428,4 +418,40 @@ pub fn export_torch(
     write_atomic(path, &bytes)
         .map_err(|e| InteropError::Other(format!("{}: {e}", path.display())))?;
     Ok(layout)
+}
+
+/// Writes `model` (in eval mode: BatchNorm on running statistics) as an ONNX graph with its
+/// weights embedded, input `images` of shape [batch, C, H, W] in [0,1] (batch dynamic; the
+/// normalisation is inside the graph) and output `logits` [batch, classes]. The graph comes from
+/// burn-onnx's experimental capture of one forward pass at batch 1 and one at batch 2.
+#[cfg(feature = "onnx")]
+pub fn export_onnx(model: &Model, path: &Path) -> Result<(), InteropError> {
+    use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
+    let spec = &model.spec;
+    let device = Device::default();
+    let eval = burn::module::Module::valid(model);
+    let i = spec.input;
+    let shape = |b: usize| [b, i.channels, i.height, i.width];
+    let specs = [InputSpec::new([
+        AxisSpec::dynamic("batch"),
+        AxisSpec::Static,
+        AxisSpec::Static,
+        AxisSpec::Static,
+    ])];
+    let onnx = OnnxExporter::new()
+        .export_dynamic(
+            &eval,
+            Tensor::<4>::zeros(shape(1), &device),
+            Tensor::<4>::zeros(shape(2), &device),
+            &specs,
+            |m: &Model, x: Tensor<4>| m.forward(x),
+        )
+        .map_err(|e| {
+            InteropError::Other(format!(
+                "{} cannot be exported to ONNX by burn-onnx: {e}",
+                spec.name
+            ))
+        })?;
+    write_atomic(path, onnx.as_bytes())
+        .map_err(|e| InteropError::Other(format!("{}: {e}", path.display())))
 }

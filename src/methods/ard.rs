@@ -4,9 +4,7 @@
 //! PyTorch's default `KLDivLoss()` (mean over all B·C elements) unless `batchmean` is asked for.
 
 use super::kl::{kl_div, KlReduction};
-use super::{ce_mean, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
-use crate::attacks::losses::cross_entropy;
-use crate::attacks::pgd::Start;
+use super::{ce_inner, ce_mean, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
 use crate::models::Model;
 use burn::prelude::*;
 
@@ -35,11 +33,7 @@ impl Method for Ard {
     }
 
     fn inner<'a>(&self, _student: &Model, input: &'a StepInput) -> Option<Inner<'a>> {
-        Some(Inner {
-            objective: Box::new(move |z| cross_entropy(z, input.y.clone())),
-            start: Start::Uniform,
-            clip_start: false,
-        })
+        Some(ce_inner(input, false))
     }
 
     fn outer(

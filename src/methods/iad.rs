@@ -7,10 +7,10 @@
 
 use super::kl::{kl_both, kl_div, KlReduction};
 use super::{
-    ce_mean, teacher_logits, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput,
+    ce_inner, ce_mean, teacher_logits, train_forward, Inner, Method, MethodConfig, StepInput,
+    StepOutput,
 };
-use crate::attacks::losses::{cross_entropy, pick};
-use crate::attacks::pgd::Start;
+use crate::attacks::losses::pick;
 use crate::models::Model;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -46,11 +46,7 @@ impl Method for Iad {
     }
 
     fn inner<'a>(&self, _student: &Model, input: &'a StepInput) -> Option<Inner<'a>> {
-        Some(Inner {
-            objective: Box::new(move |z| cross_entropy(z, input.y.clone())),
-            start: Start::Uniform,
-            clip_start: false,
-        })
+        Some(ce_inner(input, false))
     }
 
     fn outer(

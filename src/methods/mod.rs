@@ -233,6 +233,16 @@ pub fn run_inner(
     adv.detach().without_autodiff()
 }
 
+/// The inner maximisation of SAT, ARD and IAD: CE(S(x'), y) from x + U(−ε, ε), clipped to
+/// [0,1] first only in SAT's code.
+pub fn ce_inner<'a>(input: &'a StepInput, clip_start: bool) -> Inner<'a> {
+    Inner {
+        objective: Box::new(move |z| crate::attacks::losses::cross_entropy(z, input.y.clone())),
+        start: Start::Uniform,
+        clip_start,
+    }
+}
+
 /// Cross-entropy, batch mean, on the autodiff device.
 pub fn ce_mean(z: Tensor<2>, y: &Tensor<1, Int>) -> Tensor<1> {
     crate::attacks::losses::cross_entropy(z, y.clone().autodiff()).mean()

@@ -1,9 +1,7 @@
 //! SAT, PGD adversarial training (Madry et al. 2018). Inner: maximise CE(S(x'), y) from
 //! x + U(−ε, ε) clipped to [0,1], 10 steps of ε/4. Outer: CE(S(x'), y), batch mean.
 
-use super::{ce_mean, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
-use crate::attacks::losses::cross_entropy;
-use crate::attacks::pgd::Start;
+use super::{ce_inner, ce_mean, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
 use crate::models::Model;
 use burn::prelude::*;
 
@@ -15,11 +13,7 @@ impl Method for Sat {
     }
 
     fn inner<'a>(&self, _student: &Model, input: &'a StepInput) -> Option<Inner<'a>> {
-        Some(Inner {
-            objective: Box::new(move |z| cross_entropy(z, input.y.clone())),
-            start: Start::Uniform,
-            clip_start: true,
-        })
+        Some(ce_inner(input, true))
     }
 
     fn outer(

@@ -89,10 +89,11 @@ impl ConvBn {
 }
 
 /// Mean over the spatial dimensions: [N, C, H, W] -> [N, C]. The reference codes' fixed-size
-/// `avg_pool2d` equals this on 32×32 inputs, and this also works on 28×28.
+/// `avg_pool2d` equals this on 32×32 inputs, and this also works on 28×28. An adaptive pool,
+/// not two `mean_dim`s, so that the ONNX export lowers it to one GlobalAveragePool.
 pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     let [n, c, _, _] = x.dims();
-    x.mean_dim(3).mean_dim(2).reshape([n, c])
+    burn::tensor::module::adaptive_avg_pool2d(x, [1, 1]).reshape([n, c])
 }
 
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {

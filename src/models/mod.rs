@@ -90,7 +90,7 @@ impl FromStr for Arch {
         }
         let depth: usize = parts[0].parse().map_err(|_| err())?;
         let widen: usize = parts[1].parse().map_err(|_| err())?;
-        if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) || widen == 0 {
             return Err(err());
         }
         let (form, activation) = match &parts[2..] {
@@ -219,6 +219,8 @@ fn default_normalisation(channels: usize, classes: usize) -> (&'static [f32], &'
     }
 }
 
+// Boxing the variants would break burn's Module derive; a model is built once, so size is moot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Network {
     Cnn(cnn::Cnn),

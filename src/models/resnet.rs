@@ -83,6 +83,7 @@ impl Bottleneck {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // see models::Network
 #[derive(Module, Debug)]
 pub enum ResBlock {
     Basic(BasicBlock),

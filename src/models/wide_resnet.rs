@@ -104,6 +104,7 @@ pub struct WideResNet {
 
 impl WideResNet {
     /// `normalize`: per-channel (mean, std) applied to the [0,1] input, for the DeepMind form.
+    #[allow(clippy::too_many_arguments)] // the architecture's own hyperparameters, all named
     pub fn new(
         device: &Device,
         depth: usize,
@@ -115,7 +116,7 @@ impl WideResNet {
         classes: usize,
     ) -> Self {
         assert!(
-            depth >= 10 && (depth - 4) % 6 == 0,
+            depth >= 10 && (depth - 4).is_multiple_of(6),
             "WRN depth must be 6n+4"
         );
         let n = (depth - 4) / 6;

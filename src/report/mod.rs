@@ -42,7 +42,7 @@ pub struct Report {
     /// (model, method) → per-epoch metrics of the first seed.
     pub curves: Vec<(String, String, Vec<EpochMetrics>)>,
     /// (model, method) → (ε, robust accuracy) of the best checkpoint.
-    pub sweeps: Vec<(String, String, Vec<(f64, f64)>)>,
+    pub sweeps: Vec<Sweep>,
     pub warnings: Vec<String>,
 }
 
@@ -74,10 +74,15 @@ fn aggregate(results: &[BTreeMap<String, f64>]) -> (BTreeMap<String, f64>, BTree
     (mean, std)
 }
 
+/// Model, method and (ε, robust accuracy) points of one robustness-against-ε curve.
+pub type Sweep = (String, String, Vec<(f64, f64)>);
+
+/// Cells grouped by (role order, model, method, dataset): (seed, directory, record) of each.
+type CellGroups = BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, CellRecord)>>;
+
 /// Collects the cells of experiment directories (`DIR/cells/*`) into a report.
 pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
-    let mut groups: BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, CellRecord)>> =
-        BTreeMap::new();
+    let mut groups: CellGroups = BTreeMap::new();
     for dir in dirs {
         let cells = dir.join("cells");
         let entries = std::fs::read_dir(&cells)

@@ -155,21 +155,63 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     }
     let old = TrainConfig::from_toml(&text)
         .map_err(|e| TrainError::Config(format!("{}: {e}", dir.config_path().display())))?;
-    let comparable = |c: &TrainConfig| TrainConfig {
-        epochs: 0,
-        backend: String::new(),
-        out: Default::default(),
-        ..c.clone()
+    // The epoch count may grow (a longer run continues a shorter one); IAD's start epoch is
+    // derived from it and matters to IAD only.
+    let comparable = |c: &TrainConfig| {
+        let mut c = TrainConfig {
+            epochs: 0,
+            backend: String::new(),
+            out: Default::default(),
+            ..c.clone()
+        };
+        if c.method.name != "iad" {
+            c.method.iad_begin = 0;
+        }
+        c
     };
-    if comparable(&old) != comparable(cfg) {
+    let (old, new) = (comparable(&old), comparable(cfg));
+    if old != new {
         return Err(TrainError::Config(format!(
-            "{} holds a run with other settings; continue it with `rslad train --resume {}` or \
-             choose another --out",
+            "{} holds a run with other settings ({}); continue it with `rslad train --resume {}` \
+             or choose another --out",
             cfg.out.display(),
+            changed_settings(&old, &new).join(", "),
             cfg.out.display()
         )));
     }
     Ok(())
+}
+
+/// The settings that differ between two configs, as `key: old -> new` (method keys dotted).
+fn changed_settings(old: &TrainConfig, new: &TrainConfig) -> Vec<String> {
+    fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(t) => flatten(&format!("{prefix}{key}."), t, out),
+                v => out.push((format!("{prefix}{key}"), v.to_string())),
+            }
+        }
+    }
+    let entries = |c: &TrainConfig| {
+        let mut out = Vec::new();
+        if let Ok(t) = c.to_toml().parse::<toml::Table>() {
+            flatten("", &t, &mut out);
+        }
+        out
+    };
+    let (a, b) = (entries(old), entries(new));
+    let value = |list: &[(String, String)], key: &str| {
+        list.iter()
+            .find(|(k, _)| k == key)
+            .map_or_else(|| "unset".to_string(), |(_, v)| v.clone())
+    };
+    let mut keys: Vec<&String> = a.iter().chain(&b).map(|(k, _)| k).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| value(&a, k) != value(&b, k))
+        .map(|k| format!("{k}: {} -> {}", value(&a, k), value(&b, k)))
+        .collect()
 }
 
 /// Trains as `cfg` says, resuming from the run directory's committed state if there is one.

@@ -110,10 +110,10 @@ mod tests {
             model = sgd.step(lr, model, grads);
             // d(sum(xW + b))/dW[i][j] = x[i] (burn's Linear weight is [in, out]).
             let xs = [1.0, -2.0, 0.5];
-            for i in 0..3 {
+            for (i, &xi) in xs.iter().enumerate() {
                 for j in 0..2 {
                     let k = i * 2 + j;
-                    let d = xs[i] + wd * w[k];
+                    let d = xi + wd * w[k];
                     v[k] = if step == 0 { d } else { mu * v[k] + d };
                     w[k] -= lr * v[k];
                 }

@@ -414,12 +414,24 @@ pub fn run_cell(
         if path.is_file() {
             continue;
         }
-        observer.message(&format!(
-            "{}: evaluating {} with {list}",
-            cell.name,
-            ckpt.display()
-        ));
-        let r = evaluate_file(ckpt, kind, cfg, eps, &list, n, device, observer)?;
+        let r = match same_weights_result(&dir, file, ckpt, &best) {
+            Some(r) => {
+                observer.message(&format!(
+                    "{}: {} holds the best checkpoint's weights: its results are the same",
+                    cell.name,
+                    ckpt.display()
+                ));
+                r
+            }
+            None => {
+                observer.message(&format!(
+                    "{}: evaluating {} with {list}",
+                    cell.name,
+                    ckpt.display()
+                ));
+                evaluate_file(ckpt, kind, cfg, eps, &list, n, device, observer)?
+            }
+        };
         crate::io::write_atomic(
             &path,
             serde_json::to_string_pretty(&r)
@@ -472,6 +484,25 @@ pub fn run_cell(
             .as_bytes(),
     )
     .map_err(|e| e.to_string())
+}
+
+/// The last checkpoint is often the best one (the final epoch has the lowest learning rate).
+/// Evaluation is seeded and deterministic, so the same weights get the best checkpoint's
+/// results, relabelled, instead of a second run of every attack.
+fn same_weights_result(dir: &Path, file: &str, ckpt: &Path, best: &Path) -> Option<EvalResults> {
+    if file != "eval-last.json" {
+        return None;
+    }
+    let mut r: EvalResults =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("eval-best.json")).ok()?).ok()?;
+    let hash = crate::io::sha256_file(ckpt).ok()?;
+    if r.checkpoint_sha256.as_deref() != Some(hash.as_str())
+        || crate::io::sha256_file(best).ok()? != hash
+    {
+        return None;
+    }
+    r.checkpoint = Some(ckpt.display().to_string());
+    Some(r)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -549,4 +580,49 @@ pub fn run(
         run_cell(cfg, out, cell, device, observer)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The last checkpoint reuses the best one's results only when its bytes are the same.
+    #[test]
+    fn last_checkpoint_reuses_results_only_for_identical_weights() {
+        let dir = std::env::temp_dir().join(format!("rslad-same-weights-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (best, last) = (dir.join("best.safetensors"), dir.join("last.safetensors"));
+        std::fs::write(&best, b"weights").unwrap();
+        std::fs::write(&last, b"weights").unwrap();
+        let r = EvalResults {
+            model: crate::models::ModelSpec::for_dataset(
+                "cnn-small".parse().unwrap(),
+                DatasetKind::FashionMnist,
+            ),
+            checkpoint: Some(best.display().to_string()),
+            checkpoint_sha256: crate::io::sha256_file(&best).ok(),
+            dataset: "fashion-mnist".into(),
+            eps: 0.1,
+            seed: 0,
+            backend: "flex".into(),
+            example_ids: vec![0, 1],
+            clean_accuracy: 0.5,
+            clean: "10".into(),
+            attacks: Vec::new(),
+            warnings: Vec::new(),
+            seconds: 1.0,
+        };
+        std::fs::write(
+            dir.join("eval-best.json"),
+            serde_json::to_string(&r).unwrap(),
+        )
+        .unwrap();
+        let copy = same_weights_result(&dir, "eval-last.json", &last, &best).unwrap();
+        assert_eq!(copy.checkpoint, Some(last.display().to_string()));
+        assert_eq!(copy.clean, r.clean);
+        assert!(same_weights_result(&dir, "blackbox-best.json", &last, &best).is_none());
+        std::fs::write(&last, b"other weights").unwrap();
+        assert!(same_weights_result(&dir, "eval-last.json", &last, &best).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -99,3 +99,34 @@ pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::relu(x)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The adaptive pool gives the spatial mean, and its gradient is 1/(H·W) everywhere.
+    #[test]
+    fn global_avg_pool_is_the_spatial_mean_with_its_gradient() {
+        let device = Device::default();
+        let v: Vec<f32> = (0..2 * 3 * 7 * 7)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0)
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(v.clone(), [2, 3, 7, 7]), &device);
+        let xa = x.autodiff().require_grad();
+        let pooled = global_avg_pool(xa.clone());
+        let grad = xa.grad(&pooled.clone().sum().backward()).unwrap();
+        let got = pooled
+            .detach()
+            .without_autodiff()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (k, g) in got.iter().enumerate() {
+            let want = v[k * 49..(k + 1) * 49].iter().sum::<f32>() / 49.0;
+            assert!((g - want).abs() < 1e-5, "{k}: {g} vs {want}");
+        }
+        for g in grad.into_data().try_to_vec::<f32>().unwrap() {
+            assert!((g - 1.0 / 49.0).abs() < 1e-7, "{g}");
+        }
+    }
+}

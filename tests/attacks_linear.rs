@@ -102,11 +102,7 @@ fn fgsm_and_pgd_reach_the_closed_form_optimum() {
         let ids: Vec<u64> = (0..n as u64).collect();
         let adv = attack.run(&model, xt.clone(), y.clone(), &ids).adv;
         let got = floats(adv.clone());
-        let worst = got
-            .iter()
-            .zip(&best)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = max_abs_diff(&got, &best);
         assert!(worst < 1e-5, "{name}: max distance to the optimum {worst}");
         let robust = to_bools(correct(&model, adv, y.clone()))
             .iter()
@@ -280,11 +276,7 @@ fn attack_results_do_not_depend_on_the_batch() {
                     .adv,
             ));
         }
-        let worst = whole
-            .iter()
-            .zip(&parts)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+        let worst = max_abs_diff(&whole, &parts);
         assert!(worst < 1e-6, "{name}: {worst}");
     }
 }

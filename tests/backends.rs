@@ -90,11 +90,7 @@ fn training_step_and_attack_agree_across_backends() {
     }
     let (a, b) = (&results[0], &results[1]);
     assert!((a.0 - b.0).abs() < 1e-4, "loss {} vs {}", a.0, b.0);
-    let worst =
-        a.1.iter()
-            .zip(&b.1)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+    let worst = max_abs_diff(&a.1, &b.1);
     assert!(worst < 1e-4, "weights differ by {worst}");
 
     let test = rslad::data::load(

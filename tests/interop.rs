@@ -299,11 +299,7 @@ fn pytorch_reference_logits_match() {
         let shape: [usize; 4] = io["x"].shape.clone().try_into().unwrap();
         let want = io["logits"].data.clone().unwrap();
         let got = floats(model.valid().logits(tensor4(x, shape)));
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_abs_diff(&got, &want);
         eprintln!("{case}: max |logit difference| rslad vs PyTorch = {diff:.2e}");
         assert!(diff < 1e-4, "{case}: {diff}");
         interop::export_torch(
@@ -341,11 +337,7 @@ fn pytorch_reference_logits_match() {
             .data
             .clone()
             .unwrap();
-        let diff = back
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_abs_diff(&back, &want);
         assert!(
             diff < 1e-5,
             "{case} exported and reloaded in PyTorch: {diff}"
@@ -420,11 +412,7 @@ fn onnx_export_matches_in_onnxruntime() {
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(got.len(), want.len(), "{name}: logits shape");
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_abs_diff(&got, &want);
         eprintln!("{name}: max |logit difference| rslad vs onnxruntime = {diff:.2e}");
         assert!(diff < 1e-4, "{name}: {diff}");
     }

@@ -414,7 +414,7 @@ pub fn run_cell(
         if path.is_file() {
             continue;
         }
-        let r = match same_weights_result(&dir, file, ckpt, &best) {
+        let r = match same_weights_result(&dir, file, ckpt) {
             Some(r) => {
                 observer.message(&format!(
                     "{}: {} holds the best checkpoint's weights: its results are the same",
@@ -489,16 +489,15 @@ pub fn run_cell(
 /// The last checkpoint is often the best one (the final epoch has the lowest learning rate).
 /// Evaluation is seeded and deterministic, so the same weights get the best checkpoint's
 /// results, relabelled, instead of a second run of every attack.
-fn same_weights_result(dir: &Path, file: &str, ckpt: &Path, best: &Path) -> Option<EvalResults> {
+fn same_weights_result(dir: &Path, file: &str, ckpt: &Path) -> Option<EvalResults> {
     if file != "eval-last.json" {
         return None;
     }
     let mut r: EvalResults =
         serde_json::from_str(&std::fs::read_to_string(dir.join("eval-best.json")).ok()?).ok()?;
+    // The results belong to the weights whose hash they recorded.
     let hash = crate::io::sha256_file(ckpt).ok()?;
-    if r.checkpoint_sha256.as_deref() != Some(hash.as_str())
-        || crate::io::sha256_file(best).ok()? != hash
-    {
+    if r.checkpoint_sha256.as_deref() != Some(hash.as_str()) {
         return None;
     }
     r.checkpoint = Some(ckpt.display().to_string());
@@ -617,12 +616,12 @@ mod tests {
             serde_json::to_string(&r).unwrap(),
         )
         .unwrap();
-        let copy = same_weights_result(&dir, "eval-last.json", &last, &best).unwrap();
+        let copy = same_weights_result(&dir, "eval-last.json", &last).unwrap();
         assert_eq!(copy.checkpoint, Some(last.display().to_string()));
         assert_eq!(copy.clean, r.clean);
-        assert!(same_weights_result(&dir, "blackbox-best.json", &last, &best).is_none());
+        assert!(same_weights_result(&dir, "blackbox-best.json", &last).is_none());
         std::fs::write(&last, b"other weights").unwrap();
-        assert!(same_weights_result(&dir, "eval-last.json", &last, &best).is_none());
+        assert!(same_weights_result(&dir, "eval-last.json", &last).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -307,3 +307,242 @@ fn sharded_evaluation_merges_exactly() {
     );
     assert!(report::merge_shards(vec![whole.clone(), other]).is_err());
 }
+
+/// The claim experiment's grid: the teacher on its own longer schedule, every student method
+/// (both KL reductions of ARD and RSLAD) at three seeds on the students' schedule.
+#[test]
+fn claim_config_lists_its_grid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/fashion-mnist-claim.toml");
+    let cfg = ExperimentConfig::from_file(&path).unwrap();
+    let cells = cfg.cells(Path::new("/tmp/claim")).unwrap();
+    assert_eq!(cells.len(), 2 + 8 * 3);
+    let teacher = cells
+        .iter()
+        .find(|c| c.name == "teacher-cnn-large-sat")
+        .unwrap();
+    assert_eq!(teacher.train.epochs, Some(18));
+    assert_eq!(teacher.train.milestones, Some(vec![12, 15]));
+    let students: Vec<_> = cells
+        .iter()
+        .filter(|c| c.role == experiment::Role::Student)
+        .collect();
+    assert_eq!(students.len(), 24);
+    for s in &students {
+        assert_eq!(s.train.epochs, Some(6), "{}", s.name);
+        assert_eq!(s.train.milestones, Some(vec![4, 5]), "{}", s.name);
+        assert_eq!(s.train.train_limit, Some(10000), "{}", s.name);
+        assert_eq!(s.model, "cnn-small");
+    }
+    for seed in 0..3 {
+        let c = cells
+            .iter()
+            .find(|c| c.name == format!("cnn-small-rslad-batchmean-s{seed}"))
+            .unwrap();
+        assert_eq!(c.method, "rslad");
+        assert_eq!(c.train.kl_reduction.as_deref(), Some("batchmean"));
+        assert!(c.train.teacher.is_some());
+        let a = cells
+            .iter()
+            .find(|c| c.name == format!("cnn-small-ard-batchmean-s{seed}"))
+            .unwrap();
+        assert_eq!(a.train.kl_reduction.as_deref(), Some("batchmean"));
+    }
+    assert_eq!(cfg.eval_last, Some(false));
+    assert_eq!(cfg.blackbox_seeds, Some(vec![0]));
+    assert_eq!(cfg.eval_examples, Some(1000));
+}
+
+/// The teacher's own keys win over `[methods.sat]` (a SAT teacher is not a SAT student), and
+/// grid mistakes are named before anything trains.
+#[test]
+fn teacher_schedule_and_grid_errors() {
+    let base = "dataset = \"fashion-mnist\"\nepochs = 6\nseeds = [0, 1]\nmilestones = [4, 5]\n\
+                [teacher]\nmodel = \"cnn-large\"\nmethod = \"sat\"\nepochs = 18\nlr = 0.02\nmilestones = [12, 15]\n\
+                [[student]]\nmodel = \"cnn-small\"\nmethods = [\"sat\", \"rslad:batchmean\"]\n\
+                [methods.sat]\nepochs = 7\nlr = 0.3\n";
+    let cfg: ExperimentConfig = toml::from_str(base).unwrap();
+    let cells = cfg.cells(Path::new("/tmp/x")).unwrap();
+    let t = &cells[0].train;
+    assert_eq!((t.epochs, t.lr), (Some(18), Some(0.02)));
+    assert_eq!(t.milestones, Some(vec![12, 15]));
+    let s = cells.iter().find(|c| c.name == "cnn-small-sat-s1").unwrap();
+    assert_eq!((s.train.epochs, s.train.lr), (Some(7), Some(0.3)));
+    assert_eq!(s.train.milestones, Some(vec![4, 5]));
+    for (bad, needle) in [
+        ("\"rslad:batchmean\"", "\"iad:batchmean\""),
+        ("\"rslad:batchmean\"", "\"rslad:sum\""),
+    ] {
+        let cfg: ExperimentConfig = toml::from_str(&base.replace(bad, needle)).unwrap();
+        let e = cfg.cells(Path::new("/tmp/x")).unwrap_err();
+        assert!(e.contains(needle.trim_matches('"')), "{e}");
+    }
+    let cfg: ExperimentConfig =
+        toml::from_str(&base.replace("seeds = [0, 1]", "seeds = [0, 1]\nblackbox_seeds = [2]"))
+            .unwrap();
+    let e = cfg.cells(Path::new("/tmp/x")).unwrap_err();
+    assert!(e.contains("blackbox_seeds"), "{e}");
+}
+
+fn write_cell(
+    out: &Path,
+    name: &str,
+    role: &str,
+    method: &str,
+    seed: u64,
+    file: &str,
+    r: &EvalResults,
+) {
+    let (method, reduction) = match method.split_once(':') {
+        Some((m, r)) => (m, Some(r)),
+        None => (method, None),
+    };
+    let dir = out.join("cells").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cell = serde_json::json!({
+        "cell": {"index": 0, "name": name, "role": role, "model": "resnet18", "method": method,
+                 "seed": seed, "checkpoint": null, "train": {"kl_reduction": reduction}},
+        "dataset": "cifar10", "eps": 8.0 / 255.0, "finished": true
+    });
+    std::fs::write(dir.join("cell.json"), cell.to_string()).unwrap();
+    std::fs::write(dir.join(file), serde_json::to_string(r).unwrap()).unwrap();
+}
+
+fn assert_close_pairs(got: &[(u64, f64)], want: &[(u64, f64)]) {
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            g.0 == w.0 && (g.1 - w.1).abs() < 1e-12,
+            "{got:?} vs {want:?}"
+        );
+    }
+}
+
+/// Known outcomes over two seeds: mean ± sample std per group, black-box rows counting only
+/// the seeds that have them, the paired comparisons and the teacher's margin.
+#[test]
+fn report_statistics_from_known_results() {
+    let out = temp_dir("report-stats");
+    let n = 40;
+    let bits =
+        |ones: usize| -> String { (0..n).map(|i| if i < ones { '1' } else { '0' }).collect() };
+    // AA: SAT 8/40 and 16/40 (20% and 40%), RSLAD 30/40 on both seeds, teacher 10/40.
+    for (seed, sat_aa) in [(0u64, 8), (1, 16)] {
+        let sat = fake_result(&bits(36), &[("AA", &bits(sat_aa))]);
+        write_cell(
+            &out,
+            &format!("resnet18-sat-s{seed}"),
+            "student",
+            "sat",
+            seed,
+            "eval-best.json",
+            &sat,
+        );
+        let rslad = fake_result(&bits(36), &[("AA", &bits(30))]);
+        write_cell(
+            &out,
+            &format!("resnet18-rslad-batchmean-s{seed}"),
+            "student",
+            "rslad:batchmean",
+            seed,
+            "eval-best.json",
+            &rslad,
+        );
+    }
+    let teacher = fake_result(&bits(38), &[("AA", &bits(10))]);
+    write_cell(
+        &out,
+        "teacher-resnet18-sat",
+        "teacher",
+        "sat",
+        0,
+        "eval-best.json",
+        &teacher,
+    );
+    // Black-box results on seed 0 only.
+    let bb = fake_result(&bits(36), &[("Square", &bits(20))]);
+    std::fs::write(
+        out.join("cells/resnet18-sat-s0/blackbox-best.json"),
+        serde_json::to_string(&bb).unwrap(),
+    )
+    .unwrap();
+    let rep = report::collect(std::slice::from_ref(&out)).unwrap();
+    let md = report::markdown(&rep);
+    // Sample standard deviation of 20 and 40: 14.14 (the population form would give 10).
+    assert!(
+        md.contains("| resnet18 | sat | best | 90.00 ± 0.00 (83.38) | – | – | – | – | 30.00 ± 14.14 (45.83) |"),
+        "{md}"
+    );
+    let bb_row = rep.black_box.iter().find(|r| r.method == "sat").unwrap();
+    assert_eq!(bb_row.seeds, vec![0]);
+    assert!(
+        md.contains("| resnet18 | sat | 90.00 (83.38) | – | – | 50.00 |"),
+        "{md}"
+    );
+    let c = rep
+        .comparisons
+        .iter()
+        .find(|c| c.method == "rslad:batchmean" && c.against == "sat" && c.column == "AA")
+        .unwrap();
+    assert!((c.interval.difference - 0.45).abs() < 1e-12, "{c:?}");
+    assert_close_pairs(&c.per_seed, &[(0, 0.55), (1, 0.35)]);
+    assert_eq!(c.verdict, "better");
+    let clean = rep
+        .comparisons
+        .iter()
+        .find(|c| c.method == "rslad:batchmean" && c.column == "Clean")
+        .unwrap();
+    assert_eq!(clean.verdict, "no evidence either way");
+    let m = rep
+        .teacher_margin
+        .iter()
+        .find(|m| m.column == "AA")
+        .unwrap();
+    assert!((m.interval.difference + 0.05).abs() < 1e-12, "{m:?}");
+    assert_close_pairs(&m.per_seed, &[(0, 0.05), (1, -0.15)]);
+    assert!(
+        rep.warnings.iter().any(|w| w.contains("AA points above")),
+        "{:?}",
+        rep.warnings
+    );
+    assert!(
+        md.contains("## The teacher's margin over the SAT student"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| resnet18 | rslad:batchmean | sat | AA | 2 | 75.00 | 30.00 | +45.00 |"),
+        "{md}"
+    );
+}
+
+/// `eval_last = false` attacks only the best checkpoint; `blackbox_seeds` limits the black-box
+/// table to the seeds it names (the teacher keeps its own).
+#[test]
+fn best_only_and_blackbox_seeds_are_honoured() {
+    let data = temp_dir("claim-grid-data");
+    fake_fashion(&data, 64, 32, false);
+    let out = temp_dir("claim-grid-out");
+    let text = format!(
+        "dataset = \"fashion-mnist\"\ndata_dir = \"{}\"\ntrain_limit = 64\ntest_limit = 32\nepochs = 1\neps = 0.1\n\
+         seeds = [0, 1]\nbatch_size = 32\nmilestones = []\nattack_steps = 2\nmonitor_examples = 16\n\
+         attacks = \"fgsm\"\neval_examples = 16\neval_last = false\nblackbox_seeds = [0]\neps_sweep = 0\nsquare_queries = 5\n\
+         [teacher]\nmodel = \"cnn-small\"\nmethod = \"natural\"\n[surrogate]\nmodel = \"cnn-small\"\nmethod = \"natural\"\n\
+         [[student]]\nmodel = \"cnn-small\"\nmethods = [\"natural\"]\n",
+        data.display()
+    );
+    let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+    experiment::run(&cfg, &out, None, &device(), &mut Log::default()).unwrap();
+    let cells = out.join("cells");
+    for (name, blackbox) in [
+        ("teacher-cnn-small-natural", true),
+        ("cnn-small-natural-s0", true),
+        ("cnn-small-natural-s1", false),
+    ] {
+        assert!(cells.join(name).join("eval-best.json").is_file(), "{name}");
+        assert!(!cells.join(name).join("eval-last.json").exists(), "{name}");
+        assert_eq!(
+            cells.join(name).join("blackbox-best.json").is_file(),
+            blackbox,
+            "{name}"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! A grid of runs from one TOML file: the teacher (trained first unless a checkpoint is given),
 //! an optional black-box surrogate, and every student × method × seed, each trained and then
 //! evaluated (white-box on the best and the last checkpoint, black-box and an ε sweep on the
-//! best). Every cell resumes: training from its run directory, evaluations by their results
+//! best; `eval_last` and `blackbox_seeds` trim that for many seeds). Every cell resumes: training from its run directory, evaluations by their results
 //! files, so a killed experiment loses at most the epoch in progress of one run.
 
 use crate::attacks::{self, AttackContext};
@@ -41,6 +41,9 @@ pub struct ModelRun {
     pub checkpoint: Option<PathBuf>,
     pub epochs: Option<usize>,
     pub train_limit: Option<usize>,
+    /// Its own schedule (a teacher trained longer than the students needs its own milestones).
+    pub lr: Option<f64>,
+    pub milestones: Option<Vec<usize>>,
 }
 
 fn default_teacher_method() -> String {
@@ -102,6 +105,9 @@ pub struct ExperimentConfig {
     pub square_queries: Option<usize>,
     /// Also attack the last checkpoint (default true; the paper reports best and last).
     pub eval_last: Option<bool>,
+    /// Student seeds whose best checkpoint gets the black-box table (default: every seed).
+    /// The teacher, with one seed, always gets it.
+    pub blackbox_seeds: Option<Vec<u64>>,
     pub teacher: ModelRun,
     pub surrogate: Option<ModelRun>,
     #[serde(default)]
@@ -223,13 +229,13 @@ impl ExperimentConfig {
             t.model = Some(run.model.clone());
             t.method = Some(run.method.clone());
             t.seed = Some(seeds[0]);
-            if run.epochs.is_some() {
-                t.epochs = run.epochs;
-            }
-            if run.train_limit.is_some() {
-                t.train_limit = run.train_limit;
-            }
             self.apply_method_settings(&run.method, &mut t);
+            // The role's own keys win over `[methods.<its method>]`: a SAT teacher is not a SAT
+            // student.
+            t.epochs = run.epochs.or(t.epochs);
+            t.train_limit = run.train_limit.or(t.train_limit);
+            t.lr = run.lr.or(t.lr);
+            t.milestones = run.milestones.clone().or(t.milestones.take());
             add(
                 &mut cells,
                 name,
@@ -240,6 +246,13 @@ impl ExperimentConfig {
                 run.checkpoint.clone(),
                 t,
             );
+        }
+        if let Some(b) = &self.blackbox_seeds {
+            if let Some(s) = b.iter().find(|s| !seeds.contains(s)) {
+                return Err(format!(
+                    "blackbox_seeds has seed {s}, which is not in seeds {seeds:?}"
+                ));
+            }
         }
         let teacher_ckpt = self.teacher_checkpoint(out);
         for s in &self.student {
@@ -253,6 +266,17 @@ impl ExperimentConfig {
                         "unknown method '{m}' in [[student]]; known: {}",
                         crate::methods::METHODS.join(", ")
                     ));
+                }
+                if let Some(r) = &reduction {
+                    // Only ARD and RSLAD read the reduction: `iad:batchmean` would silently
+                    // train plain IAD under another name.
+                    if !matches!(method.as_str(), "ard" | "rslad") {
+                        return Err(format!(
+                            "'{m}' in [[student]]: a KL reduction applies to ard and rslad only"
+                        ));
+                    }
+                    r.parse::<crate::methods::KlReduction>()
+                        .map_err(|e| format!("'{m}' in [[student]]: {e}"))?;
                 }
                 for &seed in &seeds {
                     let tag = match &reduction {
@@ -399,7 +423,12 @@ pub fn run_cell(
         if cell.checkpoint.is_none() && cfg.eval_last.unwrap_or(true) {
             v.push(("eval-last.json", &last, attacks.clone()));
         }
-        if let Some(s) = cfg.surrogate_checkpoint(out) {
+        let blackbox = cell.role != Role::Student
+            || cfg
+                .blackbox_seeds
+                .as_ref()
+                .is_none_or(|b| b.contains(&cell.seed));
+        if let (Some(s), true) = (cfg.surrogate_checkpoint(out), blackbox) {
             let q = cfg.square_queries.unwrap_or(5000);
             v.push((
                 "blackbox-best.json",

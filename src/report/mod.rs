@@ -4,6 +4,7 @@
 //! against ε. Also merges the shards of a sharded evaluation into one result.
 
 mod plots;
+pub mod stats;
 
 use crate::eval::{bits, from_bits, AttackResult, EvalResults, StageResult};
 use crate::experiment::CellRecord;
@@ -43,6 +44,12 @@ pub struct Report {
     pub curves: Vec<(String, String, Vec<EpochMetrics>)>,
     /// (model, method) → (ε, robust accuracy) of the best checkpoint.
     pub sweeps: Vec<Sweep>,
+    /// RSLAD against each other student method, per column, with 95% intervals.
+    #[serde(default)]
+    pub comparisons: Vec<stats::Comparison>,
+    /// The teacher against the SAT student, per column.
+    #[serde(default)]
+    pub teacher_margin: Vec<stats::Comparison>,
     pub warnings: Vec<String>,
 }
 
@@ -59,7 +66,8 @@ fn columns(r: &EvalResults) -> BTreeMap<String, f64> {
     m
 }
 
-/// Mean and standard deviation over seeds, per column.
+/// Mean and sample standard deviation (divided by seeds − 1; 0 for one seed) over seeds, per
+/// column: with three seeds the population form would understate the spread by a fifth.
 fn aggregate(results: &[BTreeMap<String, f64>]) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
     let mut mean = BTreeMap::new();
     let mut std = BTreeMap::new();
@@ -67,7 +75,8 @@ fn aggregate(results: &[BTreeMap<String, f64>]) -> (BTreeMap<String, f64>, BTree
     for k in keys {
         let v: Vec<f64> = results.iter().filter_map(|r| r.get(&k).copied()).collect();
         let m = v.iter().sum::<f64>() / v.len() as f64;
-        let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        let dof = v.len().saturating_sub(1).max(1) as f64;
+        let s = (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / dof).sqrt();
         mean.insert(k.clone(), m);
         std.insert(k, s);
     }
@@ -112,19 +121,30 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
         }
     }
     let mut report = Report::default();
-    for ((_, model, method, role), members) in &groups {
-        let seeds: Vec<u64> = members.iter().map(|m| m.0).collect();
+    let mut for_stats = Vec::new();
+    for ((_, model, method, role), members) in groups.iter_mut() {
+        // Seed order, not directory order: "the first seed" is then seed order's first.
+        members.sort_by_key(|m| m.0);
         for (file, checkpoint, black) in [
             ("eval-best.json", "best", false),
             ("eval-last.json", "last", false),
             ("blackbox-best.json", "best", true),
         ] {
-            let results: Vec<EvalResults> = members
+            let (seeds, results): (Vec<u64>, Vec<EvalResults>) = members
                 .iter()
-                .filter_map(|(_, p, _)| read_json(&p.join(file)))
-                .collect();
+                .filter_map(|(s, p, _)| Some((*s, read_json(&p.join(file))?)))
+                .unzip();
             if results.is_empty() {
                 continue;
+            }
+            if checkpoint == "best" {
+                for_stats.push(stats::GroupResults {
+                    role: role.clone(),
+                    model: model.clone(),
+                    method: method.clone(),
+                    black_box: black,
+                    results: seeds.iter().copied().zip(results.iter().cloned()).collect(),
+                });
             }
             let cols: Vec<BTreeMap<String, f64>> = results.iter().map(columns).collect();
             let (accuracy, std) = aggregate(&cols);
@@ -138,7 +158,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
                 model: model.clone(),
                 method: method.clone(),
                 checkpoint: checkpoint.into(),
-                seeds: seeds.clone(),
+                seeds,
                 dataset: results[0].dataset.clone(),
                 eps: results[0].eps,
                 n_examples: results[0].example_ids.len(),
@@ -168,6 +188,10 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
             report.sweeps.push((model.clone(), method.clone(), pts));
         }
     }
+    let (comparisons, margins, warnings) = stats::claim(&for_stats);
+    report.comparisons = comparisons;
+    report.teacher_margin = margins;
+    report.warnings.extend(warnings);
     Ok(report)
 }
 
@@ -251,7 +275,7 @@ pub fn markdown(report: &Report) -> String {
             r.eps,
             r.n_examples,
             if report.white_box.iter().any(|r| r.seeds.len() > 1) {
-                " (mean ± std over seeds)"
+                " (mean ± sample standard deviation over seeds)"
             } else {
                 ""
             }
@@ -272,6 +296,10 @@ pub fn markdown(report: &Report) -> String {
         md.push_str("\n## Black-box robustness (best checkpoint)\n\nTransfer attacks crafted on the surrogate; Square queries the model.\n\n");
         md.push_str(&table(&report.black_box, BLACK_BOX, false));
     }
+    md.push_str(&stats::markdown(
+        &report.comparisons,
+        &report.teacher_margin,
+    ));
     if !report.curves.is_empty() || !report.sweeps.is_empty() {
         md.push_str("\n## Plots\n\n");
         let models: std::collections::BTreeSet<&String> = report

@@ -447,6 +447,15 @@ fn report_statistics_from_known_results() {
             "eval-best.json",
             &rslad,
         );
+        write_cell(
+            &out,
+            &format!("resnet18-rslad-s{seed}"),
+            "student",
+            "rslad",
+            seed,
+            "eval-best.json",
+            &rslad,
+        );
     }
     let teacher = fake_result(&bits(38), &[("AA", &bits(10))]);
     write_cell(
@@ -489,9 +498,23 @@ fn report_statistics_from_known_results() {
     let clean = rep
         .comparisons
         .iter()
-        .find(|c| c.method == "rslad:batchmean" && c.column == "Clean")
+        .find(|c| c.method == "rslad:batchmean" && c.against == "sat" && c.column == "Clean")
         .unwrap();
     assert_eq!(clean.verdict, "no evidence either way");
+    // The two RSLAD variants are compared once (Clean and AA), not in both directions.
+    let variants: Vec<_> = rep
+        .comparisons
+        .iter()
+        .filter(|c| c.method.starts_with("rslad") && c.against.starts_with("rslad"))
+        .map(|c| (c.method.as_str(), c.against.as_str(), c.column.as_str()))
+        .collect();
+    assert_eq!(
+        variants,
+        [
+            ("rslad", "rslad:batchmean", "Clean"),
+            ("rslad", "rslad:batchmean", "AA")
+        ]
+    );
     let m = rep
         .teacher_margin
         .iter()
@@ -500,7 +523,9 @@ fn report_statistics_from_known_results() {
     assert!((m.interval.difference + 0.05).abs() < 1e-12, "{m:?}");
     assert_close_pairs(&m.per_seed, &[(0, 0.05), (1, -0.15)]);
     assert!(
-        rep.warnings.iter().any(|w| w.contains("AA points above")),
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("resnet18 teacher is -5.00 AA points above the resnet18 SAT")),
         "{:?}",
         rep.warnings
     );

@@ -371,14 +371,18 @@ mod tests {
         assert_eq!(i.verdict(), "no evidence either way");
     }
 
+    /// a is robust on every image b is, and on 200 more of 1000: per-image differences are 1 on
+    /// 200 images, variance 0.2 − 0.2² = 0.16, standard error √(0.16/1000) = 0.01265, interval
+    /// 0.2 ± 0.0248. An unpaired bootstrap would be wider (±0.042): pairing is what this checks.
     #[test]
     fn robust_wherever_the_other_is_not_is_clear_evidence() {
-        // a is robust on every image b is, and on 200 more of 1000.
         let a = vec![pattern(1000, 0..700)];
         let b = vec![pattern(1000, 0..500)];
-        let i = paired_interval(&a, &b, 2000, 0).unwrap();
+        let i = paired_interval(&a, &b, 20000, 0).unwrap();
         assert!((i.difference - 0.2).abs() < 1e-12);
-        assert!(i.low > 0.15 && i.high < 0.25, "{i:?}");
+        let half = 1.96 * (0.16f64 / 1000.0).sqrt();
+        assert!((i.low - (0.2 - half)).abs() < 0.004, "{i:?}");
+        assert!((i.high - (0.2 + half)).abs() < 0.004, "{i:?}");
         assert_eq!(i.verdict(), "better");
         let j = paired_interval(&b, &a, 2000, 0).unwrap();
         assert_eq!(j.verdict(), "worse");

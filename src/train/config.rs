@@ -186,7 +186,9 @@ impl TrainOverrides {
         }
         m.kl_scale = crate::methods::rslad_kl_scale(&method, dataset, m.kl_reduction);
         if let Some(v) = &self.bn_passes {
-            m.bn_passes = v.parse::<BnPasses>()?;
+            m.bn_passes = v
+                .parse::<BnPasses>()
+                .map_err(|e| format!("--bn-passes (bn_passes in a config file): {e}"))?;
         }
         if let Some(v) = self.iad_begin {
             m.iad_begin = v;

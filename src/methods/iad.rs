@@ -4,6 +4,7 @@
 //! α·τ²·(1/B)·Σ_i KL_i(softmax(T(x)/τ) ‖ softmax(S(x')/τ))
 //! + α·(1/B)·Σ_i (1 − a_i)·KL_i(softmax(S(x)) ‖ softmax(S(x')))   (gradients through both sides)
 //! + (1 − α)·CE(S(x), y); before it, the first and last terms only.
+//!
 //! Student passes per step in the official code (`bn_passes = official`): the attack's, then
 //! x', then x, and from `iad_begin` on x again.
 

@@ -133,6 +133,8 @@ impl Classifier for Spy<'_> {
 
 /// Every iterate lies in the ball around the clean x and in [0,1], the first one included;
 /// with a step larger than ε the iterate would drift if projection were around the previous one.
+/// PGD_TRADES's start alone may leave [0,1]: the TRADES script does not clip it before its
+/// first step (spec/attacks.md).
 #[test]
 fn every_iterate_is_projected_around_the_clean_point_and_clipped() {
     let mut rng = Lcg(5);
@@ -194,13 +196,68 @@ fn every_iterate_is_projected_around_the_clean_point_and_clipped() {
                     near,
                     "{name}: iterate {k} left the eps-ball around every clean point"
                 );
+                let unclipped_start = k == 0 && name.starts_with("pgd-trades");
                 assert!(
-                    row.iter().all(|v| (0.0..=1.0).contains(v)),
+                    unclipped_start || row.iter().all(|v| (0.0..=1.0).contains(v)),
                     "{name}: iterate {k} left [0,1]"
                 );
             }
         }
     }
+}
+
+/// PGD_TRADES starts where the current TRADES script does: x + U(−ε, ε), not clipped before
+/// the first gradient (pixels at 0 or 1 step outside [0,1]); `start=none` starts at x; the
+/// results file records which (spec/attacks.md, PGD_TRADES).
+#[test]
+fn pgd_trades_starts_uniform_unclipped_or_at_x_on_request() {
+    let (model, _) = linear_two_class(3);
+    let n = 8;
+    let x: Vec<f32> = images(n, 4)
+        .iter()
+        .map(|v| if *v < 0.5 { 0.0 } else { 1.0 })
+        .collect();
+    let xt = tensor4(x.clone(), [n, 1, 4, 4]);
+    let y = labels(&vec![0; n]);
+    let spec = ctx_spec();
+    let eps = 0.1;
+    let ctx = AttackContext {
+        eps,
+        seed: 9,
+        device: &device(),
+        target: &spec,
+    };
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let first_input = |name: &str| {
+        let attack = parse_list(name, &ctx).unwrap().remove(0);
+        let spy = Spy {
+            inner: &model,
+            seen: Mutex::new(Vec::new()),
+        };
+        attack.run(&spy, xt.clone(), y.clone(), &ids);
+        let settings = attack.settings();
+        (spy.seen.into_inner().unwrap().remove(0), settings)
+    };
+    let (start, settings) = first_input("pgd-trades");
+    assert_eq!(settings["start"]["kind"], "uniform", "{settings}");
+    assert_eq!(settings["clip_start"], false, "{settings}");
+    let offsets: Vec<f32> = start.iter().zip(&x).map(|(a, b)| a - b).collect();
+    assert!(offsets.iter().all(|d| d.abs() <= eps as f32 + 1e-6));
+    // Uniform over the whole ball: both signs and large offsets occur.
+    assert!(offsets.iter().any(|d| *d > 0.05) && offsets.iter().any(|d| *d < -0.05));
+    let outside = start.iter().filter(|v| !(0.0..=1.0).contains(*v)).count();
+    assert!(
+        outside > start.len() / 4,
+        "the start is not clipped: {outside} of {} pixels outside [0,1]",
+        start.len()
+    );
+    let (start, settings) = first_input("pgd-trades:start=none");
+    assert_eq!(settings["start"]["kind"], "none", "{settings}");
+    assert_eq!(start, x);
+    // PGD_SAT's start is clipped.
+    let (start, settings) = first_input("pgd-sat");
+    assert_eq!(settings["clip_start"], true, "{settings}");
+    assert!(start.iter().all(|v| (0.0..=1.0).contains(v)));
 }
 
 #[test]

@@ -379,3 +379,159 @@ fn rslad_ignores_labels() {
     assert_eq!(l1, l2);
     assert_eq!(w1, w2);
 }
+
+/// Independent copies of `model` (weights and running statistics), through a checkpoint file:
+/// clones share BatchNorm's running state, and rebuilding from the device seed races with
+/// other tests seeding the same device.
+fn fresh_copies(model: &Model, tag: &str) -> impl Fn() -> Model {
+    let path = temp_dir(&format!("copies-{tag}")).join("model.safetensors");
+    rslad::models::save_model(model, &path, &[]).unwrap();
+    move || rslad::models::load_model(&path, &device().autodiff(), None).unwrap()
+}
+
+/// With `bn_passes = official` one step leaves the student's BatchNorm running statistics
+/// exactly where the official code's sequence of training-mode forwards leaves them (the same
+/// forwards done here by hand after the same inner attack): TRADES x, x', x; ARD x', x (even at
+/// α = 1); IAD x', x, and x again from `iad_begin` on. `minimal` differs from that sequence.
+#[test]
+fn bn_passes_official_leave_the_official_running_statistics() {
+    for (name, epoch) in [("trades", 0), ("ard", 0), ("iad", 0), ("iad", 5)] {
+        let seed = 21;
+        let (student, teacher, x, y) = setup(seed);
+        let fresh = fresh_copies(&student, &format!("bn-{name}-{epoch}"));
+        let ids: Vec<u64> = (0..16).collect();
+        let input = StepInput {
+            x: x.clone(),
+            y: y.clone(),
+            ids: &ids,
+            epoch,
+            seed: 4,
+            teacher_logits: Some(methods::teacher_logits(&teacher, x.clone())),
+        };
+        let mut cfg = MethodConfig::defaults(name, DatasetKind::FashionMnist, 10);
+        cfg.iad_begin = 3;
+        assert_eq!(cfg.bn_passes, methods::BnPasses::Official, "the default");
+        assert_eq!(cfg.alpha, 1.0);
+        let after_step = |passes| {
+            let student = fresh();
+            let mut cfg = cfg.clone();
+            cfg.bn_passes = passes;
+            let method = methods::build(&cfg).unwrap();
+            let out = methods::step(method.as_ref(), &student, Some(&teacher), &input);
+            // The step's graph is complete: backward runs.
+            let _ = out.loss.backward();
+            running_stats(&student)
+        };
+        // By hand: the inner attack (it updates the statistics itself where the official
+        // code attacks in training mode), then the official outer forwards in order.
+        let hand = {
+            let student = fresh();
+            let method = methods::build(&cfg).unwrap();
+            let inner = method.inner(&student, &input).unwrap();
+            let x_adv = run_inner(&student, &cfg, &input, &inner);
+            let order: Vec<&Tensor<4>> = match (name, epoch >= cfg.iad_begin) {
+                ("trades", _) => vec![&x, &x_adv, &x],
+                ("ard", _) | ("iad", false) => vec![&x_adv, &x],
+                _ => vec![&x_adv, &x, &x],
+            };
+            for batch in order {
+                let _ = methods::train_forward(&student, batch.clone());
+            }
+            running_stats(&student)
+        };
+        let official = after_step(methods::BnPasses::Official);
+        let diff = max_abs_diff(&official, &hand);
+        assert!(diff < 1e-6, "{name} epoch {epoch}: {diff}");
+        let minimal = after_step(methods::BnPasses::Minimal);
+        assert!(
+            max_abs_diff(&minimal, &hand) > 1e-4,
+            "{name} epoch {epoch}: minimal skips a pass, so its statistics differ"
+        );
+    }
+}
+
+/// RSLAD on CIFAR-100: the official scripts multiply both element-mean KL terms by 10, so the
+/// loss and every gradient are 10x those of the CIFAR-10 form on the same batch; the batch-mean
+/// form keeps no factor (spec/methods.md, RSLAD).
+#[test]
+fn rslad_cifar100_scales_the_official_kl_by_ten() {
+    use rslad::train::TrainOverrides;
+    let resolve = |dataset: &str, reduction: Option<&str>| {
+        TrainOverrides {
+            method: Some("rslad".into()),
+            dataset: Some(dataset.into()),
+            teacher: Some("t.safetensors".into()),
+            kl_reduction: reduction.map(str::to_string),
+            out: Some("/tmp/unused".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .method
+    };
+    let c100 = resolve("cifar100", None);
+    assert_eq!(c100.kl_scale, 10.0);
+    assert_eq!(resolve("cifar10", None).kl_scale, 1.0);
+    assert_eq!(resolve("cifar100", Some("batchmean")).kl_scale, 1.0);
+    assert!(TrainOverrides {
+        dataset: Some("cifar10".into()),
+        bn_passes: Some("some".into()),
+        out: Some("/tmp/unused".into()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap_err()
+    .contains("official or minimal"));
+
+    // One step on a CIFAR-100-shaped batch, with and without the factor.
+    let device = device();
+    let spec = ModelSpec::for_dataset("cnn-small".parse().unwrap(), DatasetKind::Cifar100);
+    let b = 8;
+    let mut rng = Lcg(5);
+    let x = tensor4(
+        (0..b * spec.input.len()).map(|_| rng.next_f32()).collect(),
+        [b, 3, 32, 32],
+    );
+    let t: Vec<f32> = (0..b * 100).map(|_| 4.0 * rng.next_f32() - 2.0).collect();
+    let teacher_logits = Tensor::<2>::from_data(TensorData::new(t, [b, 100]), &device);
+    let ids: Vec<u64> = (0..b as u64).collect();
+    let input = StepInput {
+        x,
+        y: labels(&vec![0; b]),
+        ids: &ids,
+        epoch: 0,
+        seed: 1,
+        teacher_logits: Some(teacher_logits),
+    };
+    let fresh = fresh_copies(&spec.build(&device.clone().autodiff()).unwrap(), "c100");
+    let run = |scale: f64| {
+        let student = fresh();
+        let mut cfg = c100.clone();
+        cfg.kl_scale = scale;
+        let method = methods::build(&cfg).unwrap();
+        let out = methods::step(method.as_ref(), &student, None, &input);
+        let loss = value(out.loss.clone());
+        let grads = GradientsParams::from_grads(out.loss.backward(), &student);
+        let updated = Sgd::new(0.0, 0.0).step(1000.0, student.clone(), grads);
+        let (before, after) = (snapshot(&student), snapshot(&updated));
+        // Every weight's gradient (×1000), as the change of one plain SGD step of lr 1000.
+        let g: Vec<f32> = before
+            .iter()
+            .zip(&after)
+            .filter(|(p, _)| !p.0.contains("running"))
+            .flat_map(|(p, q)| p.1.iter().zip(&q.1).map(|(a, b)| a - b).collect::<Vec<_>>())
+            .collect();
+        (loss, g)
+    };
+    let (loss1, g1) = run(1.0);
+    let (loss10, g10) = run(10.0);
+    let norm = |g: &[f32]| g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    eprintln!(
+        "RSLAD on a CIFAR-100-shaped batch: loss {loss1:.6} -> {loss10:.6}, \
+         gradient norm {:.6e} -> {:.6e}",
+        norm(&g1),
+        norm(&g10)
+    );
+    assert!((loss10 / loss1 - 10.0).abs() < 1e-4, "{loss1} {loss10}");
+    assert!((norm(&g10) / norm(&g1) - 10.0).abs() < 1e-3);
+}

@@ -207,6 +207,11 @@ fn bad_setups_fail_before_training_with_clear_errors() {
     );
     assert!(run(&["--model", "vgg19"]).contains("unknown model"));
     assert!(run(&["--eps", "8"]).contains("[0,1] pixel scale"));
+    let e = run(&["--method", "trades", "--bn-passes", "all"]);
+    assert!(
+        e.contains("--bn-passes") && e.contains("official or minimal"),
+        "{e}"
+    );
     // A teacher for another dataset (CIFAR-10 shapes).
     let teacher = data.join("cifar-teacher.safetensors");
     let spec = ModelSpec::for_dataset("cnn-small".parse().unwrap(), DatasetKind::Cifar10);

@@ -177,11 +177,13 @@ fn pgd_preset(name: &str, eps: f64, seed: u64) -> Option<Pgd> {
             Start::Uniform,
             PgdLoss::CrossEntropy,
         ),
+        // The current TRADES script starts at x + U(−ε, ε), not clipped before the first step
+        // (spec/attacks.md, PGD_TRADES); `start=none` gives the early script's zero start.
         "pgd-trades" => (
             "PGD_TRADES",
             20,
             eps * TRADES_STEP_RATIO,
-            Start::None,
+            Start::Uniform,
             PgdLoss::CrossEntropy,
         ),
         "cw" => (
@@ -199,6 +201,7 @@ fn pgd_preset(name: &str, eps: f64, seed: u64) -> Option<Pgd> {
         step_size,
         steps,
         start,
+        clip_start: name != "pgd-trades",
         loss,
         restarts: 1,
         seed,
@@ -311,10 +314,6 @@ fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, At
             }
             "aa" | "autoattack" => {
                 // `steps` and `queries` shorten the standard version (tests, quick looks).
-                let queries = opts
-                    .uint("queries")?
-                    .map(|v| format!(":queries={v}"))
-                    .unwrap_or_default();
                 let steps = opts
                     .uint("steps")?
                     .map(|v| format!(":steps={v}"))
@@ -326,10 +325,14 @@ fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, At
                         ctx,
                     )?);
                 }
-                components.extend(parse_one(
-                    &format!("square:eps={eps}:seed={seed}{queries}"),
-                    ctx,
-                )?);
+                // The official composer builds Square with `resc_schedule=False`: its p-schedule
+                // is not rescaled to the query budget (spec/attacks.md, Square).
+                let mut square = square::Square::new("Square", eps, seed);
+                square.rescale_schedule = false;
+                if let Some(v) = opts.uint("queries")? {
+                    square.queries = v as usize;
+                }
+                components.push(Box::new(square));
                 Box::new(autoattack::AutoAttack { components })
             }
             _ => return Err(AttackError::Unknown(item.to_string())),

@@ -96,6 +96,9 @@ pub struct Pgd {
     pub step_size: f64,
     pub steps: usize,
     pub start: Start,
+    /// Clip the random start to [0,1] before the first step (Madry's PGD); TRADES'
+    /// `pgd_attack_cifar10.py` does not, so its first gradient may be taken outside [0,1].
+    pub clip_start: bool,
     pub loss: PgdLoss,
     /// Extra runs from fresh random starts on the points that survived the previous ones.
     pub restarts: usize,
@@ -123,7 +126,7 @@ impl Attack for Pgd {
                 self.seed,
                 restart as u64,
                 ids,
-                true,
+                self.clip_start,
             );
             let x_adv = ascend(model, &ball, x0, self.step_size, self.steps, &loss);
             let robust = correct(model, x_adv.clone(), y.clone());

@@ -23,6 +23,10 @@ pub struct Square {
     pub p_init: f64,
     pub restarts: usize,
     pub seed: u64,
+    /// Rescale the p-schedule (defined for 10,000 queries) to `queries`: the class default of
+    /// the reference `SquareAttack` (`resc_schedule=True`). AutoAttack's composer turns it off
+    /// (spec/attacks.md, Square).
+    pub rescale_schedule: bool,
 }
 
 impl Square {
@@ -34,13 +38,20 @@ impl Square {
             p_init: 0.8,
             restarts: 1,
             seed,
+            rescale_schedule: true,
         }
     }
 
-    /// Fraction of the image a window covers at iteration `it` (schedule defined for 10,000
-    /// queries and rescaled to `queries`).
+    /// Fraction of the image a window covers at iteration `it`: p_init halved at iterations
+    /// 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of a 10,000-query schedule, rescaled to
+    /// `queries` when `rescale_schedule` is set. Unscaled and past 10,000 iterations the
+    /// reference falls back to p_init, and so does this.
     pub fn p_selection(&self, it: usize) -> f64 {
-        let it = (it as f64 / self.queries as f64 * 10000.0) as usize;
+        let it = if self.rescale_schedule {
+            (it as f64 / self.queries as f64 * 10000.0) as usize
+        } else {
+            it
+        };
         let halvings = match it {
             0..=10 => 0,
             11..=50 => 1,
@@ -51,7 +62,8 @@ impl Square {
             2001..=4000 => 6,
             4001..=6000 => 7,
             6001..=8000 => 8,
-            _ => 9,
+            8001..=10000 => 9,
+            _ => 0,
         };
         self.p_init / f64::powi(2.0, halvings)
     }
@@ -200,5 +212,41 @@ impl Attack for Square {
     /// Query-based: it sees only the model's outputs.
     fn is_black_box(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Iterations (from 0) at which p first drops below its previous value.
+    fn halvings(sq: &Square) -> Vec<usize> {
+        (1..sq.queries)
+            .filter(|&it| sq.p_selection(it) < sq.p_selection(it - 1))
+            .collect()
+    }
+
+    /// Standalone Square rescales the 10,000-query schedule to its budget; inside AutoAttack
+    /// (5000 queries) the halvings happen at the unscaled iterations (spec/attacks.md).
+    #[test]
+    fn schedules_rescaled_and_unscaled() {
+        let mut sq = Square::new("Square", 0.1, 0);
+        assert!(sq.rescale_schedule);
+        // Rescaled to 5000 queries: iteration i is read as 2i.
+        assert_eq!(
+            halvings(&sq),
+            vec![6, 26, 101, 251, 501, 1001, 2001, 3001, 4001]
+        );
+        assert_eq!(sq.p_selection(0), 0.8);
+        assert_eq!(sq.p_selection(4999), 0.8 / 512.0);
+        sq.rescale_schedule = false;
+        assert_eq!(halvings(&sq), vec![11, 51, 201, 501, 1001, 2001, 4001]);
+        assert_eq!(sq.p_selection(10), 0.8);
+        assert_eq!(sq.p_selection(11), 0.4);
+        assert_eq!(sq.p_selection(4999), 0.8 / 128.0);
+        // Unscaled with a budget past the schedule: the reference's fallback to p_init.
+        sq.queries = 12000;
+        assert_eq!(sq.p_selection(10000), 0.8 / 512.0);
+        assert_eq!(sq.p_selection(10001), 0.8);
     }
 }

@@ -82,6 +82,10 @@ pub struct TrainArgs {
     /// ARD/RSLAD KL reduction: official (mean over B·C) or batchmean.
     #[arg(long)]
     kl_reduction: Option<String>,
+    /// Student passes per step: official (every pass the method's official code runs, each
+    /// updating BatchNorm statistics) or minimal (only those whose output enters the loss).
+    #[arg(long)]
+    bn_passes: Option<String>,
     /// IAD: first epoch (from 0) with the introspection term.
     #[arg(long)]
     iad_begin: Option<usize>,
@@ -126,6 +130,7 @@ impl TrainArgs {
             alpha: self.alpha,
             temperature: self.temperature,
             kl_reduction: self.kl_reduction.clone(),
+            bn_passes: self.bn_passes.clone(),
             iad_begin: self.iad_begin,
         }
     }

@@ -59,7 +59,9 @@ pub struct Students {
     pub methods: Vec<String>,
 }
 
-/// Per-method hyperparameters (`[methods.ard] temperature = 30`).
+/// Per-method hyperparameters (`[methods.ard] temperature = 30`), schedule included: the
+/// baselines' official codes train on their own schedules (`[methods.trades] epochs = 100`,
+/// `milestones = [74, 89, 99]`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MethodSettings {
@@ -67,8 +69,13 @@ pub struct MethodSettings {
     pub alpha: Option<f64>,
     pub temperature: Option<f64>,
     pub attack_bn: Option<String>,
+    pub bn_passes: Option<String>,
     pub iad_begin: Option<usize>,
     pub epochs: Option<usize>,
+    /// Epochs (counted from 0) at whose start the learning rate drops; given with `epochs`
+    /// when the experiment's own milestones do not fit the method's schedule.
+    pub milestones: Option<Vec<usize>>,
+    pub batch_size: Option<usize>,
     pub lr: Option<f64>,
 }
 
@@ -317,8 +324,11 @@ impl ExperimentConfig {
             t.alpha = s.alpha.or(t.alpha);
             t.temperature = s.temperature.or(t.temperature);
             t.attack_bn = s.attack_bn.clone().or(t.attack_bn.take());
+            t.bn_passes = s.bn_passes.clone().or(t.bn_passes.take());
             t.iad_begin = s.iad_begin.or(t.iad_begin);
             t.epochs = s.epochs.or(t.epochs);
+            t.milestones = s.milestones.clone().or(t.milestones.take());
+            t.batch_size = s.batch_size.or(t.batch_size);
             t.lr = s.lr.or(t.lr);
         }
     }
@@ -653,5 +663,46 @@ mod tests {
         std::fs::write(&last, b"other weights").unwrap();
         assert!(same_weights_result(&dir, "eval-last.json", &last).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The paper experiments train each baseline on its official code's schedule and batch
+    /// size and RSLAD (with natural and SAT) on RSLAD's 300 epochs (spec/methods.md).
+    #[test]
+    fn paper_experiments_give_each_baseline_its_official_schedule() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+        for (file, ard_batch) in [("cifar10-paper.toml", 128), ("cifar100-paper.toml", 256)] {
+            let cfg = ExperimentConfig::from_file(&root.join(file)).unwrap();
+            let cells = cfg.cells(Path::new("/tmp/unused")).unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            for cell in cells.iter().filter(|c| c.role == Role::Student) {
+                let t = cell.train.clone().resolve().unwrap();
+                let want: (usize, Vec<usize>, usize) = match cell.method.as_str() {
+                    "trades" => (76, vec![74, 89, 99], 128),
+                    "ard" => (200, vec![100, 150], ard_batch),
+                    "iad" => (200, vec![100, 150], 128),
+                    _ => (300, vec![215, 260, 285], 128),
+                };
+                assert_eq!(
+                    (t.epochs, t.milestones.clone(), t.batch_size),
+                    want,
+                    "{file} {}",
+                    cell.name
+                );
+                assert_eq!(t.method.bn_passes, crate::methods::BnPasses::Official);
+                if cell.method == "iad" {
+                    assert_eq!(t.method.iad_begin, 60, "IAD's introspection from epoch 60");
+                }
+                if cell.method == "rslad" {
+                    let scale = if file.starts_with("cifar100") {
+                        10.0
+                    } else {
+                        1.0
+                    };
+                    assert_eq!(t.method.kl_scale, scale, "{file}");
+                }
+                seen.insert(cell.method.clone());
+            }
+            assert_eq!(seen.len(), 6, "{file}: every method has a cell");
+        }
     }
 }

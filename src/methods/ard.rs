@@ -4,7 +4,9 @@
 //! PyTorch's default `KLDivLoss()` (mean over all B·C elements) unless `batchmean` is asked for.
 
 use super::kl::{kl_div, KlReduction};
-use super::{ce_inner, ce_mean, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
+use super::{
+    ce_inner, ce_mean, train_forward, BnPasses, Inner, Method, MethodConfig, StepInput, StepOutput,
+};
 use crate::models::Model;
 use burn::prelude::*;
 
@@ -49,8 +51,11 @@ impl Method for Ard {
             .clone()
             .expect("ARD needs teacher logits");
         let adv = train_forward(student, x_adv.expect("ARD attacks"));
-        // With α = 1 the CE term has weight 0 and the clean pass is skipped.
-        let clean = (c.alpha < 1.0).then(|| train_forward(student, input.x.clone()));
+        // The official step runs the student on the clean batch after the adversarial one even
+        // at α = 1, where the CE term has weight 0: the pass still moves BatchNorm's running
+        // statistics. `minimal` skips it there.
+        let clean = (c.alpha < 1.0 || c.bn_passes == BnPasses::Official)
+            .then(|| train_forward(student, input.x.clone()));
         StepOutput {
             loss: outer_loss(
                 t,

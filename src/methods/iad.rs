@@ -4,11 +4,14 @@
 //! α·τ²·(1/B)·Σ_i KL_i(softmax(T(x)/τ) ‖ softmax(S(x')/τ))
 //! + α·(1/B)·Σ_i (1 − a_i)·KL_i(softmax(S(x)) ‖ softmax(S(x')))   (gradients through both sides)
 //! + (1 − α)·CE(S(x), y); before it, the first and last terms only.
+//!
+//! Student passes per step in the official code (`bn_passes = official`): the attack's, then
+//! x', then x, and from `iad_begin` on x again.
 
 use super::kl::{kl_both, kl_div, KlReduction};
 use super::{
-    ce_inner, ce_mean, teacher_logits, train_forward, Inner, Method, MethodConfig, StepInput,
-    StepOutput,
+    ce_inner, ce_mean, teacher_logits, train_forward, BnPasses, Inner, Method, MethodConfig,
+    StepInput, StepOutput,
 };
 use crate::attacks::losses::pick;
 use crate::models::Model;
@@ -68,7 +71,16 @@ impl Method for Iad {
             let teacher = teacher.expect("IAD needs its teacher on x'");
             pick(softmax(teacher_logits(teacher, x_adv), 1), input.y.clone()).powf_scalar(c.beta)
         });
-        let clean = (introspect || c.alpha < 1.0).then(|| train_forward(student, input.x.clone()));
+        let official = c.bn_passes == BnPasses::Official;
+        let clean = (introspect || c.alpha < 1.0 || official)
+            .then(|| train_forward(student, input.x.clone()));
+        if introspect && official {
+            // IAD-I.py runs the student on the clean batch a second time for the introspection
+            // target. In training mode that pass gives the same logits (same weights, same
+            // batch statistics), so the first serves as the target; the pass itself still
+            // updates BatchNorm's running statistics, as in the official step.
+            let _ = train_forward(student, input.x.clone());
+        }
         StepOutput {
             loss: outer_loss(
                 t,

@@ -60,6 +60,53 @@ impl std::str::FromStr for AttackBn {
     }
 }
 
+/// Which student forward passes in training mode a step runs, each one updating the BatchNorm
+/// running statistics the evaluated model keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BnPasses {
+    /// Every pass the official code runs, used or not: ARD's clean pass even at α = 1, IAD's
+    /// clean pass (and a second one in the introspection phase), TRADES' clean batch twice
+    /// (spec/methods.md).
+    Official,
+    /// Only the passes whose output enters the loss (rslad before 2026-11-28).
+    Minimal,
+}
+
+impl BnPasses {
+    /// What a recorded config without the key ran: configs written before the option existed.
+    fn recorded_before_the_option() -> Self {
+        BnPasses::Minimal
+    }
+}
+
+impl std::str::FromStr for BnPasses {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "official" => Ok(BnPasses::Official),
+            "minimal" => Ok(BnPasses::Minimal),
+            _ => Err(format!("BatchNorm passes '{s}' is not official or minimal")),
+        }
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The factor on RSLAD's two KL terms. The official CIFAR-100 scripts multiply each
+/// element-mean KL by 10 (`resnet18_rslad_cifar100.py`: "to keep consistent with CIFAR-10"),
+/// undoing the extra 1/10 of a mean over C = 100 classes instead of 10; the batch-mean KL has
+/// no 1/C and needs no factor (spec/methods.md, RSLAD).
+pub fn rslad_kl_scale(name: &str, dataset: DatasetKind, reduction: KlReduction) -> f64 {
+    if name == "rslad" && dataset == DatasetKind::Cifar100 && reduction == KlReduction::Official {
+        10.0
+    } else {
+        1.0
+    }
+}
+
 /// Every hyperparameter of every method; each method reads the ones it uses. Defaults follow
 /// the spec (see [`MethodConfig::defaults`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -79,6 +126,13 @@ pub struct MethodConfig {
     pub temperature: f64,
     /// ARD / RSLAD: reduction of the KL terms.
     pub kl_reduction: KlReduction,
+    /// RSLAD: factor on both KL terms (10 on CIFAR-100 with the official reduction, see
+    /// [`rslad_kl_scale`]); 1 in configs written before it was recorded.
+    #[serde(default = "one")]
+    pub kl_scale: f64,
+    /// Student passes per step (see [`BnPasses`]).
+    #[serde(default = "BnPasses::recorded_before_the_option")]
+    pub bn_passes: BnPasses,
     /// IAD: first epoch (from 0) with the introspection term.
     pub iad_begin: usize,
 }
@@ -102,6 +156,8 @@ impl MethodConfig {
             alpha: 1.0,
             temperature: if name == "ard" { 30.0 } else { 1.0 },
             kl_reduction: KlReduction::Official,
+            kl_scale: rslad_kl_scale(name, dataset, KlReduction::Official),
+            bn_passes: BnPasses::Official,
             // 60 of IAD's 200 epochs; scaled for shorter runs.
             iad_begin: if epochs >= 200 {
                 60

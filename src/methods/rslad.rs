@@ -2,7 +2,8 @@
 //! teacher's soft labels on clean images, T(x), computed once per batch without a graph.
 //! Inner: maximise Σ KL(softmax(T(x)) ‖ softmax(S(x'))) from x + 0.001·N(0, I), student in
 //! eval mode. Outer (Eq. 4 as in the code): 5/6·KL(S(x'), T(x)) + 1/6·KL(S(x), T(x)), both
-//! student passes in training mode. No hard label enters the loss.
+//! student passes in training mode. No hard label enters the loss. On CIFAR-100 the official
+//! scripts multiply both element-mean KL terms by 10 ([`super::rslad_kl_scale`]).
 
 use super::kl::{rslad_kl, KlReduction};
 use super::{train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
@@ -56,9 +57,10 @@ impl Method for Rslad {
             .expect("RSLAD needs teacher logits");
         let adv = train_forward(student, x_adv.expect("RSLAD attacks"));
         let clean = train_forward(student, input.x.clone());
-        StepOutput {
-            loss: outer_loss(t, adv.clone(), clean, self.0.kl_reduction),
-            logits: adv,
-        }
+        // ×10 on CIFAR-100 with the official reduction (`rslad_kl_scale`); both terms carry
+        // it in the official script, so it factors out.
+        let loss =
+            outer_loss(t, adv.clone(), clean, self.0.kl_reduction).mul_scalar(self.0.kl_scale);
+        StepOutput { loss, logits: adv }
     }
 }

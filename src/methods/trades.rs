@@ -1,11 +1,13 @@
 //! TRADES (Zhang et al. 2019; yaodongyu/TRADES trades.py). Inner: maximise
 //! Σ KL(softmax(S(x)) ‖ softmax(S(x'))) from x + 0.001·N(0, I), student in eval mode.
 //! Outer: CE(S(x), y) + β·(1/B)·Σ_batch Σ_classes KL(softmax(S(x)) ‖ softmax(S(x'))), both
-//! student passes in training mode with gradients through both.
+//! student passes in training mode with gradients through both. The official step runs the
+//! student on x, x' and x again (`bn_passes = official`).
 
 use super::kl::kl_both;
 use super::{
-    ce_mean, teacher_logits, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput,
+    ce_mean, teacher_logits, train_forward, BnPasses, Inner, Method, MethodConfig, StepInput,
+    StepOutput,
 };
 use crate::attacks::losses::kl_from;
 use crate::attacks::pgd::Start;
@@ -45,6 +47,13 @@ impl Method for Trades {
     ) -> StepOutput {
         let clean = train_forward(student, input.x.clone());
         let adv = train_forward(student, x_adv.expect("TRADES attacks"));
+        if self.0.bn_passes == BnPasses::Official {
+            // trades.py runs the clean batch again for the KL target, after x'. In training
+            // mode it gives the same logits as the first pass (same weights, same batch
+            // statistics), so the first serves; the pass still updates BatchNorm's running
+            // statistics, as in the official step.
+            let _ = train_forward(student, input.x.clone());
+        }
         StepOutput {
             loss: outer_loss(clean.clone(), adv, &input.y, self.0.beta),
             logits: clean,

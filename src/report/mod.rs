@@ -50,6 +50,9 @@ pub struct Report {
     /// The teacher against the SAT student, per column.
     #[serde(default)]
     pub teacher_margin: Vec<stats::Comparison>,
+    /// Column → the attack's settings in words (its start among them), from the results files.
+    #[serde(default)]
+    pub attack_settings: BTreeMap<String, String>,
     pub warnings: Vec<String>,
 }
 
@@ -152,6 +155,20 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
                 report
                     .warnings
                     .extend(r.warnings.iter().map(|w| format!("{model} {method}: {w}")));
+                for a in &r.attacks {
+                    let words = describe_settings(&a.settings);
+                    match report.attack_settings.get(&a.name) {
+                        None => {
+                            report.attack_settings.insert(a.name.clone(), words);
+                        }
+                        Some(first) if *first != words => report.warnings.push(format!(
+                            "{model} {method}: {} ran with other settings than in the table \
+                             above ({words})",
+                            a.name
+                        )),
+                        Some(_) => {}
+                    }
+                }
             }
             let row = Row {
                 role: role.clone(),
@@ -265,6 +282,55 @@ fn table(rows: &[Row], columns: &[&str], with_checkpoint: bool) -> String {
     out
 }
 
+/// An attack's settings (its results-file JSON) in words: `key value` pairs, the start spelled
+/// out, AutoAttack's components one after the other.
+pub fn describe_settings(settings: &serde_json::Value) -> String {
+    use serde_json::Value;
+    fn value(v: &Value) -> String {
+        match v {
+            Value::Object(m) => match (m.get("kind"), m.len()) {
+                (Some(Value::String(k)), 1) => k.clone(),
+                (Some(Value::String(k)), _) => {
+                    let rest: Vec<String> = m
+                        .iter()
+                        .filter(|(key, _)| *key != "kind")
+                        .map(|(key, v)| format!("{key} {}", value(v)))
+                        .collect();
+                    format!("{k} ({})", rest.join(", "))
+                }
+                _ => describe_settings(v),
+            },
+            Value::Array(items) => items.iter().map(value).collect::<Vec<_>>().join("; "),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+    let Value::Object(m) = settings else {
+        return value(settings);
+    };
+    if let (Some(Value::String(name)), Some(inner)) = (m.get("name"), m.get("settings")) {
+        return format!("{name}: {}", describe_settings(inner));
+    }
+    let mut parts = Vec::new();
+    for (key, v) in m {
+        match key.as_str() {
+            "seed" => {}
+            // Said with the start it qualifies.
+            "clip_start" => {}
+            "start" => {
+                let kind = value(v);
+                let clipped = match m.get("clip_start") {
+                    Some(Value::Bool(false)) if kind != "none" => ", not clipped to [0,1]",
+                    _ => "",
+                };
+                parts.push(format!("start {kind}{clipped}"));
+            }
+            _ => parts.push(format!("{key} {}", value(v))),
+        }
+    }
+    parts.join(", ")
+}
+
 /// The Markdown report.
 pub fn markdown(report: &Report) -> String {
     let mut md = String::from("# rslad report\n\n");
@@ -300,6 +366,12 @@ pub fn markdown(report: &Report) -> String {
         &report.comparisons,
         &report.teacher_margin,
     ));
+    if !report.attack_settings.is_empty() {
+        md.push_str("\n## Attack settings\n\n| attack | settings |\n|---|---|\n");
+        for (name, words) in &report.attack_settings {
+            md.push_str(&format!("| {name} | {words} |\n"));
+        }
+    }
     if !report.curves.is_empty() || !report.sweeps.is_empty() {
         md.push_str("\n## Plots\n\n");
         let models: std::collections::BTreeSet<&String> = report
@@ -487,4 +559,40 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
         }
     }
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The start of PGD_TRADES (and whether it is clipped) reaches the settings table.
+    #[test]
+    fn settings_in_words_name_the_start() {
+        let pgd = serde_json::json!({"eps": 0.1, "step_size": 0.0096, "steps": 20,
+            "start": {"kind": "uniform"}, "clip_start": false,
+            "loss": {"kind": "crossentropy"}, "restarts": 1, "seed": 0});
+        let words = describe_settings(&pgd);
+        assert!(
+            words.contains("start uniform, not clipped to [0,1]"),
+            "{words}"
+        );
+        assert!(
+            words.contains("steps 20") && !words.contains("seed"),
+            "{words}"
+        );
+        let none = serde_json::json!({"steps": 20, "start": {"kind": "none"}, "clip_start": false});
+        assert_eq!(describe_settings(&none), "start none, steps 20");
+        let aa = serde_json::json!({"version": "standard", "components": [
+            {"name": "Square", "settings": {"queries": 5000, "rescale_schedule": false}}]});
+        assert_eq!(
+            describe_settings(&aa),
+            "components Square: queries 5000, rescale_schedule false, version standard"
+        );
+        let mut report = Report::default();
+        report
+            .attack_settings
+            .insert("PGD_TRADES".into(), words.clone());
+        let md = markdown(&report);
+        assert!(md.contains(&format!("| PGD_TRADES | {words} |")), "{md}");
+    }
 }

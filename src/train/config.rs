@@ -2,7 +2,7 @@
 //! command-line flags (flags win), recorded as `config.toml` in the run directory.
 
 use crate::data::DatasetKind;
-use crate::methods::{AttackBn, KlReduction, MethodConfig};
+use crate::methods::{AttackBn, BnPasses, KlReduction, MethodConfig};
 use crate::models::Arch;
 use std::path::PathBuf;
 
@@ -71,6 +71,8 @@ pub struct TrainOverrides {
     pub alpha: Option<f64>,
     pub temperature: Option<f64>,
     pub kl_reduction: Option<String>,
+    /// `official` or `minimal` (see [`BnPasses`]).
+    pub bn_passes: Option<String>,
     pub iad_begin: Option<usize>,
 }
 
@@ -118,6 +120,7 @@ impl TrainOverrides {
             alpha,
             temperature,
             kl_reduction,
+            bn_passes,
             iad_begin
         );
         self
@@ -180,6 +183,12 @@ impl TrainOverrides {
         }
         if let Some(v) = &self.kl_reduction {
             m.kl_reduction = v.parse::<KlReduction>()?;
+        }
+        m.kl_scale = crate::methods::rslad_kl_scale(&method, dataset, m.kl_reduction);
+        if let Some(v) = &self.bn_passes {
+            m.bn_passes = v
+                .parse::<BnPasses>()
+                .map_err(|e| format!("--bn-passes (bn_passes in a config file): {e}"))?;
         }
         if let Some(v) = self.iad_begin {
             m.iad_begin = v;

@@ -156,7 +156,8 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     let old = TrainConfig::from_toml(&text)
         .map_err(|e| TrainError::Config(format!("{}: {e}", dir.config_path().display())))?;
     // The epoch count may grow (a longer run continues a shorter one); IAD's start epoch is
-    // derived from it and matters to IAD only.
+    // derived from it and matters to IAD only; the BatchNorm passes matter to TRADES, ARD and
+    // IAD only.
     let comparable = |c: &TrainConfig| {
         let mut c = TrainConfig {
             epochs: 0,
@@ -166,6 +167,11 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
         };
         if c.method.name != "iad" {
             c.method.iad_begin = 0;
+        }
+        // Natural, SAT and RSLAD run the same passes either way (runs recorded before the
+        // option read as `minimal`).
+        if !matches!(c.method.name.as_str(), "trades" | "ard" | "iad") {
+            c.method.bn_passes = crate::methods::BnPasses::Official;
         }
         c
     };

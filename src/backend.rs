@@ -214,9 +214,14 @@ fn gpu_name(device: &Device) -> Option<Result<String, String>> {
     #[cfg(any(feature = "vulkan", feature = "cuda"))]
     {
         let device = device.clone();
+        // A runtime that finds no adapter panics; its reason becomes our error message, so the
+        // default hook's "panicked at" line is kept off stderr meanwhile.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             device.identity().map(|i| i.name)
         }));
+        std::panic::set_hook(hook);
         return Some(match opened {
             Ok(name) => Ok(name.unwrap_or_else(|| "unnamed device".into())),
             Err(panic) => Err(panic

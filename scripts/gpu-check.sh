@@ -37,7 +37,8 @@
 # in for the vulkan one (RSLAD_DEVICE=cpu on both sides), to test this script itself:
 #   GPU_CHECK_CPU=1 scripts/gpu-check.sh --prepare && GPU_CHECK_CPU=1 OUT=/tmp/gc scripts/gpu-check.sh
 # It uses gpu-check-cpu/ instead of gpu-check/. Knobs: GPU_CHECK_DIR, FASHION_MNIST (source of
-# the IDX files, default /usr/share/datasets/fashion-mnist).
+# the IDX files, default /usr/share/datasets/fashion-mnist), GPU_CHECK_NO_VULKAN=1 (--prepare all
+# but the vulkan binary, which a later --prepare adds), GPU_CHECK_BUDGET (seconds, default 480).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,7 +91,7 @@ prepare() {
       --monitor-examples 0 --out "$GC/step-run" >/dev/null
   fi
 
-  if [ "$CPU_TEST" != 1 ] && [ ! -e "$GC/rslad-vulkan.xz" ]; then
+  if [ "$CPU_TEST" != 1 ] && [ "${GPU_CHECK_NO_VULKAN:-0}" != 1 ] && [ ! -e "$GC/rslad-vulkan.xz" ]; then
     say "vulkan release build (target/check-vulkan; the first one takes over an hour on 2 cores)"
     CARGO_TARGET_DIR=target/check-vulkan cargo build --release --quiet --no-default-features --features vulkan
     objcopy --strip-all target/check-vulkan/release/rslad "$GC/rslad-vulkan.tmp"

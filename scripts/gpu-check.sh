@@ -141,6 +141,10 @@ device() {
   : "${OUT:?set OUT to the folder the results go to}"
   mkdir -p "$OUT"
   [ -d "$GC" ] || { echo "error: $GC/ is missing: run scripts/gpu-check.sh --prepare first and carry it" >&2; exit 1; }
+  if [ "$CPU_TEST" != 1 ] && [ ! -e "$GC/rslad-vulkan.xz" ]; then
+    echo "error: $GC/rslad-vulkan.xz is missing: run scripts/gpu-check.sh --prepare (without GPU_CHECK_NO_VULKAN) first" >&2
+    exit 1
+  fi
   local work=${TMPDIR:-/tmp}/rslad-gpu-check
   rm -rf "$work" && mkdir -p "$work"
   exec > >(tee "$OUT/log.txt") 2>&1

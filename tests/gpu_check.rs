@@ -61,6 +61,12 @@ fn version_names_backend_and_device_and_bad_choices_are_errors_not_panics() {
         t.contains("--features vulkan") && !t.contains("panicked"),
         "{t}"
     );
+    // `report` only reads files: a device choice this build cannot honour does not stop it.
+    let o = rslad(
+        &[("RSLAD_DEVICE", "gpu")],
+        &["report", "/nonexistent-rslad-folder"],
+    );
+    assert!(!text(&o).contains("no GPU backend"), "{}", text(&o));
     let o = rslad(&[("RSLAD_DEVICE", "tpu")], &["models"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(

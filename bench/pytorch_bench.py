@@ -3,8 +3,12 @@ rslad, written the way the official codes write them (RSLAD rslad_loss.py, TRADE
 ARD main.py, IAD IAD-I.py), on the same architecture, batch and thread count.
 
     python3 bench/pytorch_bench.py --model resnet18 --batch 32 --threads 2 --reps 5
+    python3 bench/pytorch_bench.py --model resnet18 --batch 128 --device cuda
 
-prints one JSON object: step name -> median milliseconds.
+prints one JSON object: step name -> median milliseconds (plus "_device" and, on CUDA,
+"_cudnn_tf32": PyTorch's defaults are kept, so fp32 eager convolutions may use TF32 there).
+On CUDA every timed step is bracketed by torch.cuda.synchronize(), so the time covers the
+GPU work and not just its launch.
 """
 import argparse
 import json
@@ -72,16 +76,23 @@ def main():
     ap.add_argument("--batch", type=int, required=True)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     a = ap.parse_args()
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {a.device}: this torch sees no CUDA device")
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     student, shape, eps = build(a.model)
     teacher, _, _ = build(a.model)
+    student.to(dev)
+    teacher.to(dev)
     teacher.eval()
     step = eps / 4
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-4)
-    x = torch.rand(a.batch, *shape)
-    y = torch.randint(0, 10, (a.batch,))
+    x = torch.rand(a.batch, *shape, device=dev)
+    y = torch.randint(0, 10, (a.batch,), device=dev)
     ce = nn.CrossEntropyLoss()
     kl_sum = nn.KLDivLoss(reduction="sum")
 
@@ -164,15 +175,24 @@ def main():
         "train natural": natural, "train sat": sat, "train trades": trades, "train ard": ard,
         "train iad": iad, "train rslad": rslad, "attack step": attack_step, "eval forward": eval_forward,
     }
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(dev)
+
     out = {}
     for name, fn in steps.items():
         fn()  # warm-up
         times = []
         for _ in range(a.reps):
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             times.append(1000 * (time.perf_counter() - t0))
         out[name] = statistics.median(times)
+    out["_device"] = torch.cuda.get_device_name(dev) if cuda else "cpu"
+    if cuda:
+        out["_cudnn_tf32"] = torch.backends.cudnn.allow_tf32
     print(json.dumps(out))
 
 

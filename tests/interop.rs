@@ -345,6 +345,7 @@ fn pytorch_reference_logits_match() {
     }
 }
 
+#[cfg(feature = "onnx")]
 fn onnxruntime_available() -> bool {
     Command::new("python3")
         .args(["-c", "import onnxruntime"])

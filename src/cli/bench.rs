@@ -42,10 +42,22 @@ fn pytorch(
     batch: usize,
     reps: usize,
 ) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_bench.py");
+    // The checkout the binary was built in, else the current folder (a binary carried to
+    // another machine with the checkout, as scripts/gpu-check.sh does).
+    let built_in = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_bench.py");
+    let script = if built_in.exists() {
+        built_in
+    } else {
+        PathBuf::from("bench/pytorch_bench.py")
+    };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    // On a GPU backend the reference runs on the GPU too (synchronised around each step).
+    let torch_device = match rslad::backend::selected() {
+        Ok(b) if b.is_gpu() => "cuda",
+        _ => "cpu",
+    };
     let out = Command::new("python3")
         .arg(&script)
         .args([
@@ -57,6 +69,8 @@ fn pytorch(
             &threads.to_string(),
             "--reps",
             &reps.to_string(),
+            "--device",
+            torch_device,
         ])
         .output()
         .ok()?;

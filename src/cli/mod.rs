@@ -51,6 +51,11 @@ pub fn run() -> anyhow::Result<()> {
     let version: &'static str = Box::leak(version.into_boxed_str());
     let matches = Cli::command().version(version).get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
+    // RSLAD_DEVICE and the GPU are checked before any work, so a bad choice is an error, not a
+    // panic; `report` only reads files and works without a device.
+    if !matches!(cli.command, Command::Report(_)) {
+        rslad::backend::check().map_err(anyhow::Error::msg)?;
+    }
     match cli.command {
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),

@@ -428,7 +428,8 @@ pub fn export_torch(
 pub fn export_onnx(model: &Model, path: &Path) -> Result<(), InteropError> {
     use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
     let spec = &model.spec;
-    let device = Device::default();
+    // The run's device (RSLAD_DEVICE), not burn's default, which prefers a GPU backend.
+    let device = crate::backend::default_device();
     let eval = burn::module::Module::valid(model);
     let i = spec.input;
     let shape = |b: usize| [b, i.channels, i.height, i.width];

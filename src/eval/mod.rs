@@ -116,6 +116,7 @@ pub fn run_attack(
     let mut robust = vec![false; n];
     let mut stages: Vec<(String, Vec<bool>)> = Vec::new();
     let mut outside = 0usize;
+    let mut surrogate_non_finite = 0usize;
     let mut done = 0;
     for batch in BatchIter::new(data.clone(), LoaderConfig::sequential(cfg.batch_size)) {
         let active: Vec<usize> = (0..batch.len())
@@ -126,6 +127,16 @@ pub fn run_attack(
             let idx = attacks::util::index_tensor(&active, device);
             let (x, y) = (x.select(0, idx.clone()), y.select(0, idx));
             let sub_ids: Vec<u64> = active.iter().map(|&j| ids[batch.indices[j]]).collect();
+            if let Some(surrogate) = attack.surrogate() {
+                // A surrogate with NaN logits crafts no attack at all: its column would
+                // silently equal clean accuracy.
+                let z = to_f32s(surrogate.logits(x.clone()));
+                let c = z.len() / active.len();
+                surrogate_non_finite += z
+                    .chunks(c.max(1))
+                    .filter(|row| row.iter().any(|v| !v.is_finite()))
+                    .count();
+            }
             let outcome = attack.run(model, x.clone(), y.clone(), &sub_ids);
             // Judge the point inside the threat model; count any that had to be moved.
             let ball = attacks::util::Ball::new(&x, cfg.eps);
@@ -158,6 +169,12 @@ pub fn run_attack(
         warnings.push(format!(
             "{label}: {outside} adversarial points were outside the eps-ball or [0,1] and were \
              projected before judging (an attack bug)"
+        ));
+    }
+    if surrogate_non_finite > 0 {
+        warnings.push(format!(
+            "{label}: the surrogate produced NaN or infinite logits on {surrogate_non_finite} \
+             clean inputs; its attack is meaningless (check the surrogate checkpoint)"
         ));
     }
     // A point broken by the whole attack is broken in its last stage too.
@@ -284,6 +301,8 @@ pub fn evaluate_classifier(
     };
     out.warnings.extend(consistency_warnings(&out));
     if cfg.sanity_checks && !data.is_empty() {
+        let idle = idle_attack_check(model, spec, &data, &out, cfg, device);
+        out.warnings.extend(idle);
         if let Some(w) = large_eps_check(model, spec, &data, &out, cfg, device) {
             out.warnings.push(w);
         }
@@ -336,6 +355,75 @@ pub fn consistency_warnings(r: &EvalResults) -> Vec<String> {
         }
     }
     w
+}
+
+/// An iterative white-box attack that breaks none of the correctly classified examples, on a
+/// model single-step FGSM does break, did not run as an attack (a step or schedule that goes
+/// nowhere): its column is clean accuracy under an attack's name. FGSM is taken from the
+/// results when it was run, else run here.
+fn idle_attack_check(
+    model: &dyn Classifier,
+    spec: &ModelSpec,
+    data: &Arc<Dataset>,
+    r: &EvalResults,
+    cfg: &EvalConfig,
+    device: &Device,
+) -> Vec<String> {
+    let idle: Vec<&AttackResult> = r
+        .attacks
+        .iter()
+        .filter(|a| !a.black_box && a.name != "FGSM")
+        .filter(|a| r.clean_accuracy > 0.0 && a.robust == r.clean)
+        .collect();
+    if idle.is_empty() {
+        return Vec::new();
+    }
+    let clean = from_bits(&r.clean);
+    let fgsm_robust = match r.attack("FGSM") {
+        Some(f) => from_bits(&f.robust),
+        None => {
+            let ctx = AttackContext {
+                eps: cfg.eps,
+                seed: cfg.seed,
+                device,
+                target: spec,
+            };
+            let Some(fgsm) = attacks::parse_list("fgsm", &ctx)
+                .ok()
+                .and_then(|mut v| v.pop())
+            else {
+                return Vec::new();
+            };
+            let mut sink = Vec::new();
+            run_attack(
+                model,
+                fgsm.as_ref(),
+                data,
+                &r.example_ids,
+                &clean,
+                cfg,
+                device,
+                &mut sink,
+                &mut |_| {},
+            )
+            .0
+        }
+    };
+    let correct = clean.iter().filter(|&&c| c).count();
+    let broken_by_fgsm = correct - fgsm_robust.iter().filter(|&&b| b).count();
+    if broken_by_fgsm == 0 {
+        return Vec::new();
+    }
+    idle.iter()
+        .map(|a| {
+            format!(
+                "{} breaks none of the {correct} correctly classified examples, while FGSM \
+                 breaks {broken_by_fgsm}: the attack did not run as one (check its step, steps \
+                 and eps); its column is clean accuracy, not robustness",
+                a.name
+            )
+        })
+        .collect()
 }
 
 /// PGD-20 at ε = 0.5 must bring accuracy down to chance or below.

@@ -198,6 +198,48 @@ impl ModelSpec {
     }
 }
 
+/// A lower bound on the parameters of `arch` built for `spec` (weights of the convolutions
+/// that dominate it and of the classifier), computed without building anything: a checkpoint
+/// whose tensors hold fewer values cannot be for that model.
+pub(crate) fn least_parameters(arch: Arch, spec: &ModelSpec) -> u128 {
+    let classes = spec.num_classes as u128;
+    let channels = spec.input.channels as u128;
+    match arch {
+        Arch::CnnSmall | Arch::CnnLarge => {
+            let layers = if arch == Arch::CnnSmall {
+                cnn::SMALL
+            } else {
+                cnn::LARGE
+            };
+            let [mut h, mut w] = [spec.input.height as u128, spec.input.width as u128];
+            let mut in_ch = channels;
+            let mut convs = 0u128;
+            for &(out_ch, stride) in layers {
+                convs += 9 * in_ch * out_ch as u128;
+                in_ch = out_ch as u128;
+                let stride = stride as u128;
+                h = (h + 2).saturating_sub(3) / stride + 1;
+                w = (w + 2).saturating_sub(3) / stride + 1;
+            }
+            convs + in_ch * h * w * classes
+        }
+        Arch::ResNet(depth) => {
+            let features = if depth >= 50 { 2048 } else { 512 };
+            features * classes
+        }
+        Arch::MobileNetV2 => 1280 * classes,
+        Arch::WideResNet { depth, widen, .. } => {
+            let blocks = ((depth.saturating_sub(4)) / 6) as u128;
+            let k = widen as u128;
+            let convs: u128 = [16 * k, 32 * k, 64 * k]
+                .iter()
+                .map(|&w| blocks * 9 * w * w)
+                .sum();
+            convs + 64 * k * classes
+        }
+    }
+}
+
 /// Initialises every parameter now. burn initialises lazily and clones share the lazy state,
 /// so a `valid()` or `no_grad()` copy that happened to touch a parameter first would decide
 /// its value for the training module too (untracked, without gradients).

@@ -387,7 +387,9 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
     if shards.is_empty() {
         return Err("no shards to merge".into());
     }
-    shards.sort_by_key(|s| s.example_ids.first().copied().unwrap_or(0));
+    for (i, s) in shards.iter().enumerate() {
+        check_shard(s).map_err(|e| format!("shard {} ({}): {e}", i + 1, shard_name(s)))?;
+    }
     let first = shards[0].clone();
     for s in &shards[1..] {
         let same = s.checkpoint_sha256 == first.checkpoint_sha256
@@ -404,13 +406,68 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
             ));
         }
     }
+    // An empty shard (more shards than examples) adds nothing; at least one must hold some.
+    shards.retain(|s| !s.example_ids.is_empty());
+    if shards.is_empty() {
+        return Err("every shard is empty: no examples were evaluated".into());
+    }
+    shards.sort_by_key(|s| s.example_ids[0]);
+    // Stages: a shard none of whose examples was attacked (all misclassified) ran no stage;
+    // its examples are not robust at any stage. Otherwise every shard has the same stages.
+    for k in 0..first.attacks.len() {
+        let names = |s: &EvalResults| -> Vec<String> {
+            s.attacks[k]
+                .stages
+                .iter()
+                .map(|st| st.name.clone())
+                .collect()
+        };
+        let reference = shards
+            .iter()
+            .map(names)
+            .find(|n| !n.is_empty())
+            .unwrap_or_default();
+        for s in shards.iter_mut() {
+            let name = shard_name(s);
+            let a = &mut s.attacks[k];
+            if a.stages.is_empty() && !reference.is_empty() {
+                if a.robust.contains('1') {
+                    return Err(format!(
+                        "{name}: {} has robust examples but no stages, while other shards have {}",
+                        a.name,
+                        reference.len()
+                    ));
+                }
+                a.stages = reference
+                    .iter()
+                    .map(|name| StageResult {
+                        name: name.clone(),
+                        robust_accuracy: 0.0,
+                        robust: a.robust.clone(),
+                    })
+                    .collect();
+            }
+        }
+        for s in &shards {
+            if names(s) != reference {
+                return Err(format!(
+                    "{}: {} has stages {:?}, another shard {:?}",
+                    shard_name(s),
+                    s.attacks[k].name,
+                    names(s),
+                    reference
+                ));
+            }
+        }
+    }
+    let first = shards[0].clone();
     let mut ids: Vec<u64> = shards.iter().flat_map(|s| s.example_ids.clone()).collect();
     let n = ids.len();
     ids.dedup();
     if ids.len() != n || ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err("shards overlap or are out of order".into());
     }
-    let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len().max(1) as f64;
+    let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len() as f64;
     let concat = |f: &dyn Fn(&EvalResults) -> String| -> Vec<bool> {
         shards.iter().flat_map(|s| from_bits(&f(s))).collect()
     };
@@ -459,4 +516,37 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
         }
     }
     Ok(merged)
+}
+
+fn shard_name(s: &EvalResults) -> String {
+    match (s.example_ids.first(), s.example_ids.last()) {
+        (Some(a), Some(b)) => format!("examples {a}..={b}"),
+        _ => "no examples".into(),
+    }
+}
+
+/// One shard is consistent: one outcome character ('0' or '1') per example id, for the clean
+/// pass, every attack and every stage.
+fn check_shard(s: &EvalResults) -> Result<(), String> {
+    let n = s.example_ids.len();
+    let check = |what: &str, flags: &str| {
+        if flags.chars().count() != n {
+            Err(format!(
+                "{what} has {} outcomes for {n} example ids (a damaged or edited result file)",
+                flags.chars().count()
+            ))
+        } else if let Some(c) = flags.chars().find(|c| *c != '0' && *c != '1') {
+            Err(format!("{what} has the outcome '{c}'; outcomes are 0 or 1"))
+        } else {
+            Ok(())
+        }
+    };
+    check("clean", &s.clean)?;
+    for a in &s.attacks {
+        check(&a.name, &a.robust)?;
+        for st in &a.stages {
+            check(&format!("{} stage {}", a.name, st.name), &st.robust)?;
+        }
+    }
+    Ok(())
 }

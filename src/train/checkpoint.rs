@@ -104,16 +104,54 @@ impl RunDir {
         let p = self.path("state.json");
         match std::fs::read_to_string(&p) {
             Ok(text) => {
-                serde_json::from_str(&text)
-                    .map(Some)
-                    .map_err(|e| CheckpointError::Corrupt {
-                        path: p,
+                let state: RunState =
+                    serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
+                        path: p.clone(),
                         detail: e.to_string(),
-                    })
+                    })?;
+                let mut names = vec![("weights", &state.weights), ("optimizer", &state.optimizer)];
+                if let Some(b) = &state.best {
+                    names.push(("best.file", &b.file));
+                }
+                for (field, name) in names {
+                    self.check_name(&p, field, name)?;
+                }
+                Ok(Some(state))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&p)(e)),
         }
+    }
+
+    /// A file name recorded in `state.json` must be a plain name in the run directory or its
+    /// `ckpt/` (what [`Self::commit_epoch`] writes): an absolute path, `..` or a link would make
+    /// a resume delete or copy files outside the run directory.
+    fn check_name(&self, state: &Path, field: &str, name: &str) -> Result<(), CheckpointError> {
+        if name.is_empty() && field != "best.file" {
+            return Ok(()); // nothing committed yet
+        }
+        let plain =
+            |n: &str| !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\\', '\0']);
+        let ok = match name.strip_prefix("ckpt/") {
+            Some(rest) => plain(rest),
+            None => plain(name),
+        };
+        let corrupt = |why: &str| CheckpointError::Corrupt {
+            path: state.to_path_buf(),
+            detail: format!(
+                "{field} \"{name}\" {why}; a state.json names only files inside the run \
+                 directory (or its ckpt/). Remove the run directory's state.json to start over"
+            ),
+        };
+        if !ok {
+            return Err(corrupt("is not a plain file name"));
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(self.path(name)) {
+            if meta.file_type().is_symlink() {
+                return Err(corrupt("is a symbolic link"));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the files of a finished epoch, then commits them with `state.json`, then derives
@@ -170,12 +208,10 @@ impl RunDir {
     /// `last.safetensors`, `best.safetensors` and `metrics.jsonl` from the committed state.
     pub fn derive_user_files(&self, state: &RunState) -> Result<(), CheckpointError> {
         if !state.weights.is_empty() {
-            let last = self.path("last.safetensors");
-            copy_atomic(&self.path(&state.weights), &last).map_err(io_err(&last))?;
+            self.copy_committed(&state.weights, "last.safetensors")?;
         }
         if let Some(best) = &state.best {
-            let p = self.path("best.safetensors");
-            copy_atomic(&self.path(&best.file), &p).map_err(io_err(&p))?;
+            self.copy_committed(&best.file, "best.safetensors")?;
         }
         let mut lines = String::new();
         for m in &state.metrics {
@@ -185,8 +221,18 @@ impl RunDir {
         self.write_text("metrics.jsonl", &lines)
     }
 
-    /// Removes checkpoint files no committed state refers to (left by a crash mid-epoch).
+    /// Copies a committed file onto a user-facing name; an error names the file that could
+    /// not be read, or the one that could not be written.
+    fn copy_committed(&self, from: &str, to: &str) -> Result<(), CheckpointError> {
+        let (from, to) = (self.path(from), self.path(to));
+        let bytes = std::fs::read(&from).map_err(io_err(&from))?;
+        write_atomic(&to, &bytes).map_err(io_err(&to))
+    }
+
+    /// Removes checkpoint files no committed state refers to (left by a crash mid-epoch), and
+    /// the temporary files of atomic writes a kill interrupted.
     pub fn remove_stale(&self, state: Option<&RunState>) {
+        crate::io::remove_temp_files(&self.root);
         let keep: Vec<String> = state
             .map(|s| {
                 let mut v = vec![s.weights.clone(), s.optimizer.clone()];

@@ -164,7 +164,9 @@ fn state_json_names_only_files_inside_the_run_directory() {
     let state = |weights: &str, best: &str| {
         format!(
             r#"{{"epochs_done":1,"weights":"{weights}","optimizer":"ckpt/epoch-0001.optim.safetensors",
-            "best":{{"epoch":1,"metric":0.5,"file":"{best}"}},"seed":0,"next_epoch":1,"metrics":[],"teacher":null}}"#
+            "best":{{"epoch":1,"metric":0.5,"file":"{best}"}},"seed":0,"next_epoch":1,"teacher":null,"metrics":[{{"epoch":1,"lr":0.1,"train_loss":1.0,
+            "train_accuracy":0.5,"test_accuracy":0.5,"robust_accuracy":null,
+            "monitor_clean_accuracy":null,"seconds":1.0,"images_per_second":1.0}}]}}"#
         )
     };
     for (weights, best) in [

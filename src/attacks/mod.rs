@@ -364,9 +364,13 @@ fn transfer(
         _ => return Err(AttackError::Unknown(format!("transfer{kind}"))),
     };
     let path = PathBuf::from(path);
-    let surrogate_err = |e: crate::models::WeightsError| AttackError::Surrogate {
-        path: path.clone(),
-        detail: e.to_string(),
+    let surrogate_err = |e: crate::models::WeightsError| {
+        let text = e.to_string();
+        let prefix = format!("{}: ", path.display());
+        AttackError::Surrogate {
+            path: path.clone(),
+            detail: text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
+        }
     };
     // The recorded spec must fit the target before the surrogate is built.
     let spec = crate::models::peek_spec(&path).map_err(surrogate_err)?;

@@ -62,6 +62,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         Some(e) => rslad::units::parse_eps(e).map_err(anyhow::Error::msg)?,
         None => kind.default_eps(),
     };
+    if let Some(p) = args.json.as_ref().filter(|p| p.is_dir()) {
+        bail!(
+            "--json {}: is a directory; give the results file's path",
+            p.display()
+        );
+    }
     if args.batch_size == 0 {
         bail!("--batch-size 0: the batch size must be at least 1");
     }

@@ -158,10 +158,20 @@ fn read_idx(
     }
     let dims: Vec<usize> = (0..rank).map(|d| word(4 + 4 * d) as usize).collect();
     if dims[1..] != *record_dims {
+        let side = |d: &[usize]| {
+            d.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("×")
+        };
         return Err(DataError::Format {
             path: path.to_path_buf(),
-            expected: "Fashion-MNIST IDX",
-            detail: format!("records are {:?}, expected {record_dims:?}", &dims[1..]),
+            expected: "Fashion-MNIST image",
+            detail: format!(
+                "images are {}, expected {}",
+                side(&dims[1..]),
+                side(record_dims)
+            ),
         });
     }
     if dims[0] > MAX_RECORDS {

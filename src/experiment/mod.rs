@@ -307,6 +307,34 @@ impl ExperimentConfig {
                 }
             }
         }
+        // Cell names become folder names: each must be a plain, distinct name.
+        for (i, c) in cells.iter().enumerate() {
+            if c.name.contains(['/', '\\']) {
+                return Err(format!(
+                    "cell {}: its name {} would not be a plain folder name (a '/' in a model, \
+                     method or KL reduction?)",
+                    c.index, c.name
+                ));
+            }
+            c.model
+                .parse::<crate::models::Arch>()
+                .map_err(|e| format!("cell {} ({}): {e}", c.index, c.name))?;
+            if !crate::methods::METHODS.contains(&c.method.as_str()) {
+                return Err(format!(
+                    "cell {} ({}): unknown method '{}'; known: {}",
+                    c.index,
+                    c.name,
+                    c.method,
+                    crate::methods::METHODS.join(", ")
+                ));
+            }
+            if let Some(other) = cells[..i].iter().find(|o| o.name == c.name) {
+                return Err(format!(
+                    "cells {} and {} are both {}: a seed or a method is listed twice",
+                    other.index, c.index, c.name
+                ));
+            }
+        }
         Ok(cells)
     }
 

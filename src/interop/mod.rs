@@ -133,6 +133,15 @@ fn check_pickles(path: &Path) -> Result<(), InteropError> {
         return Ok(());
     }
     let bytes = std::fs::read(path).map_err(|e| read_err(path, e))?;
+    // A pickle stream starts with its protocol (0x80, then 2..=5).
+    if !bytes.is_empty() && !(bytes[0] == 0x80 && bytes.get(1).is_some_and(|p| (2..=5).contains(p)))
+    {
+        return Err(read_err(
+            path,
+            "not a PyTorch checkpoint: neither a torch.save zip archive nor a pickle stream \
+             (give a .pt/.pth written by torch.save, or a .safetensors file)",
+        ));
+    }
     // Legacy stream: magic, protocol, system info, the object, the storage keys.
     let mut pos = 0;
     for _ in 0..5 {

@@ -166,6 +166,21 @@ impl ModelSpec {
         self.name.parse()
     }
 
+    /// Refuses a model too large to build: at least [`MAX_PARAMETERS`] parameters (ten times
+    /// WRN-70-16's), e.g. `wrn-1000-1000`, which would try to allocate terabytes.
+    pub fn check_size(&self) -> Result<(), String> {
+        let arch = self.arch().map_err(|e| e.to_string())?;
+        let least = least_parameters(arch, self);
+        if least > MAX_PARAMETERS {
+            return Err(format!(
+                "{} would have at least {least} parameters, more than the {MAX_PARAMETERS} rslad \
+                 builds; choose a smaller depth or width",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
     /// Builds a freshly initialised model (weights from the device's seeded RNG).
     pub fn build(&self, device: &Device) -> Result<Model, UnknownModel> {
         let arch = self.arch()?;
@@ -197,6 +212,9 @@ impl ModelSpec {
         Ok(model)
     }
 }
+
+/// Largest model rslad builds, in parameters.
+pub const MAX_PARAMETERS: u128 = 3_000_000_000;
 
 /// A lower bound on the parameters of `arch` built for `spec` (weights of the convolutions
 /// that dominate it and of the classifier), computed without building anything: a checkpoint

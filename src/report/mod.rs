@@ -50,6 +50,32 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// [`read_json`] for a file that may be absent (a cell not run yet); a file that is there but
+/// cannot be read is a warning, never a silently missing row.
+fn read_json_or_warn<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Option<T> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warnings.push(format!("{}: unreadable ({e}); left out", path.display()));
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warnings.push(format!(
+                "{}: not a valid rslad file ({e}); left out",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
 fn columns(r: &EvalResults) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     m.insert("Clean".to_string(), r.clean_accuracy);
@@ -83,12 +109,15 @@ type CellGroups = BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, Cell
 /// Collects the cells of experiment directories (`DIR/cells/*`) into a report.
 pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
     let mut groups: CellGroups = BTreeMap::new();
+    let mut warnings = Vec::new();
     for dir in dirs {
         let cells = dir.join("cells");
         let entries = std::fs::read_dir(&cells)
             .map_err(|e| format!("{}: {e} (not an experiment directory?)", cells.display()))?;
         for e in entries.flatten() {
-            let Some(rec) = read_json::<CellRecord>(&e.path().join("cell.json")) else {
+            let Some(rec) =
+                read_json_or_warn::<CellRecord>(&e.path().join("cell.json"), &mut warnings)
+            else {
                 continue;
             };
             let order = match rec.cell.role {
@@ -111,7 +140,10 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
                 .push((rec.cell.seed, e.path(), rec));
         }
     }
-    let mut report = Report::default();
+    let mut report = Report {
+        warnings,
+        ..Report::default()
+    };
     for ((_, model, method, role), members) in &groups {
         let seeds: Vec<u64> = members.iter().map(|m| m.0).collect();
         for (file, checkpoint, black) in [
@@ -121,7 +153,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
         ] {
             let results: Vec<EvalResults> = members
                 .iter()
-                .filter_map(|(_, p, _)| read_json(&p.join(file)))
+                .filter_map(|(_, p, _)| read_json_or_warn(&p.join(file), &mut report.warnings))
                 .collect();
             if results.is_empty() {
                 continue;
@@ -400,9 +432,28 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
                 .map(|a| (&a.name, &a.settings))
                 .eq(first.attacks.iter().map(|a| (&a.name, &a.settings)));
         if !same {
+            let mut differ = Vec::new();
+            if s.checkpoint_sha256 != first.checkpoint_sha256 {
+                differ.push("checkpoint (SHA-256)".to_string());
+            }
+            if s.eps != first.eps {
+                differ.push(format!("eps ({} vs {})", first.eps, s.eps));
+            }
+            if s.seed != first.seed {
+                differ.push(format!("seed ({} vs {})", first.seed, s.seed));
+            }
+            let names = |r: &EvalResults| r.attacks.iter().map(|a| a.name.clone()).collect();
+            let (a, b): (Vec<String>, Vec<String>) = (names(&first), names(s));
+            if a != b {
+                differ.push(format!("attacks ({a:?} vs {b:?})"));
+            } else if differ.is_empty() {
+                differ.push("attack settings".into());
+            }
             return Err(format!(
-                "shards of different evaluations (checkpoint, eps, seed or attacks differ): {:?} vs {:?}",
-                first.checkpoint, s.checkpoint
+                "shards of different evaluations: {} differ between {} and {}",
+                differ.join(", "),
+                shard_name(&first),
+                shard_name(s)
             ));
         }
     }

@@ -116,11 +116,41 @@ impl RunDir {
                 for (field, name) in names {
                     self.check_name(&p, field, name)?;
                 }
+                check_consistent(&state).map_err(|detail| CheckpointError::Corrupt {
+                    path: p.clone(),
+                    detail: format!(
+                        "{detail}: the file was edited or damaged; restore it or start the run \
+                         over in another --out"
+                    ),
+                })?;
                 Ok(Some(state))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&p)(e)),
         }
+    }
+
+    /// Every file the committed state names exists: checked before anything not named is
+    /// removed, so a damaged `state.json` never costs the checkpoints that are there.
+    pub fn check_committed_files(&self, state: &RunState) -> Result<(), CheckpointError> {
+        let mut names = vec![&state.weights, &state.optimizer];
+        if let Some(b) = &state.best {
+            names.push(&b.file);
+        }
+        for name in names.into_iter().filter(|n| !n.is_empty()) {
+            let p = self.path(name);
+            if !p.is_file() {
+                return Err(CheckpointError::Corrupt {
+                    path: self.path("state.json"),
+                    detail: format!(
+                        "names {}, which is missing: the run directory is incomplete (copied \
+                         in part?); nothing was removed",
+                        p.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A file name recorded in `state.json` must be a plain name in the run directory or its
@@ -269,6 +299,7 @@ impl RunDir {
         sgd.velocity = load_velocity(
             &self.path(&state.optimizer),
             &device.clone().without_autodiff(),
+            &super::sgd::parameter_sizes(&model),
         )?;
         Ok(model)
     }
@@ -308,18 +339,32 @@ fn save_velocity(sgd: &Sgd, path: &Path) -> Result<(), CheckpointError> {
     write_atomic(path, &bytes).map_err(io_err(path))
 }
 
+/// Reads the optimizer state; every tensor must be the F32 velocity of one of the model's
+/// parameters (`sizes`, by path), with its element count.
 fn load_velocity(
     path: &Path,
     device: &Device,
+    sizes: &BTreeMap<String, usize>,
 ) -> Result<BTreeMap<String, Tensor<1>>, CheckpointError> {
+    let corrupt = |detail: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("not this run's optimizer state: {detail}"),
+    };
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let st =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Corrupt {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
+        let expected = sizes
+            .get(&name)
+            .ok_or_else(|| corrupt(format!("{name} is no parameter of the model")))?;
+        let n: usize = view.shape().iter().product();
+        if view.dtype() != Dtype::F32 || n != *expected || view.shape().len() != 1 {
+            return Err(corrupt(format!(
+                "{name} is {:?} {:?}, the parameter has {expected} F32 values",
+                view.dtype(),
+                view.shape()
+            )));
+        }
         let data: Vec<f32> = view
             .data()
             .chunks_exact(4)
@@ -329,4 +374,39 @@ fn load_velocity(
         out.insert(name, Tensor::from_data(TensorData::new(data, [n]), device));
     }
     Ok(out)
+}
+
+/// The counters and the history of a state agree with one another.
+fn check_consistent(s: &RunState) -> Result<(), String> {
+    if s.metrics.len() != s.epochs_done {
+        return Err(format!(
+            "epochs_done is {} but the history has {} epochs",
+            s.epochs_done,
+            s.metrics.len()
+        ));
+    }
+    if s.next_epoch != s.epochs_done {
+        return Err(format!(
+            "next_epoch {} differs from epochs_done {}",
+            s.next_epoch, s.epochs_done
+        ));
+    }
+    if let Some((i, m)) = s.metrics.iter().enumerate().find(|(i, m)| m.epoch != i + 1) {
+        return Err(format!("history entry {} is for epoch {}", i + 1, m.epoch));
+    }
+    if s.epochs_done > 0 && (s.weights.is_empty() || s.optimizer.is_empty()) {
+        return Err(format!(
+            "{} epochs are done but no weights or optimizer state are named",
+            s.epochs_done
+        ));
+    }
+    if let Some(b) = &s.best {
+        if b.epoch == 0 || b.epoch > s.epochs_done {
+            return Err(format!(
+                "the best epoch {} is not among the {} done",
+                b.epoch, s.epochs_done
+            ));
+        }
+    }
+    Ok(())
 }

@@ -281,9 +281,13 @@ impl TrainConfig {
             at_least_one("monitor_examples", self.monitor_examples)
                 .map_err(|e| format!("{e} (the per-epoch robust accuracy needs test images)"))?;
         }
-        self.model
+        let arch = self
+            .model
             .parse::<Arch>()
             .map_err(|e| format!("model: {e}"))?;
+        crate::models::ModelSpec::for_dataset(arch, self.dataset)
+            .check_size()
+            .map_err(|e| format!("{}: {e}", setting("model")))?;
         if !crate::methods::METHODS.contains(&self.method.name.as_str()) {
             return Err(format!(
                 "unknown method '{}'; known: {}",

@@ -150,7 +150,13 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
         None => None,
     };
     // The recorded spec must fit the dataset before the teacher is built.
-    let found = crate::models::peek_spec(path).map_err(|e| err(e.to_string()))?;
+    // A weights error names the file itself; the message names it once.
+    let file_err = |e: crate::models::WeightsError| {
+        let text = e.to_string();
+        let prefix = format!("{}: ", path.display());
+        err(text.strip_prefix(&prefix).unwrap_or(&text).to_string())
+    };
+    let found = crate::models::peek_spec(path).map_err(file_err)?;
     let want = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
     if found.input != want.input || found.num_classes != want.num_classes {
         return Err(err(format!(
@@ -166,8 +172,8 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
             want.num_classes
         )));
     }
-    let teacher = load_model(path, device, Some(expected.as_ref().unwrap_or(&found)))
-        .map_err(|e| err(e.to_string()))?;
+    let teacher =
+        load_model(path, device, Some(expected.as_ref().unwrap_or(&found))).map_err(file_err)?;
     // Eval mode, plain device: no gradients, running statistics.
     Ok(Some(teacher.valid()))
 }
@@ -289,6 +295,9 @@ pub fn run(
     let ad = device.clone().autodiff();
     let mut sgd = sgd::Sgd::new(cfg.momentum, cfg.weight_decay);
     let previous = dir.read_state()?;
+    if let Some(state) = &previous {
+        dir.check_committed_files(state)?;
+    }
     dir.remove_stale(previous.as_ref());
     let (mut model, mut state) = match previous {
         Some(state) if state.epochs_done > 0 => {

@@ -1045,3 +1045,211 @@ fn messages_say_what_is_wrong() {
     let err = refused(&["train", "--resume", s(&run), "--epochs", "2"], &best);
     assert!(!err.contains("best.safetensors:"), "{err}");
 }
+
+// ---- found by trying more bad inputs --------------------------------------------------------
+
+/// A one-epoch natural run on the tiny data: its run directory.
+fn trained_run(root: &Path, data: &Path) -> PathBuf {
+    let run = root.join("run");
+    let (code, _, err) = rslad(&[
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        s(data),
+        "--train-limit",
+        "16",
+        "--test-limit",
+        "8",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--out",
+        s(&run),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    run
+}
+
+#[test]
+fn a_damaged_run_directory_is_refused_and_nothing_is_lost() {
+    let (root, data, _) = setup("damaged-run");
+    let run = trained_run(&root, &data);
+    let state_path = run.join("state.json");
+    let good = std::fs::read_to_string(&state_path).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let weights = state["weights"].as_str().unwrap().to_string();
+    let optimizer = state["optimizer"].as_str().unwrap().to_string();
+    let resume = ["train", "--resume", s(&run), "--epochs", "2"];
+    // Counters that disagree with the history.
+    let mut bad = state.clone();
+    bad["epochs_done"] = 99.into();
+    bad["next_epoch"] = 99.into();
+    std::fs::write(&state_path, bad.to_string()).unwrap();
+    refused(&resume, "epochs_done");
+    // A state naming a missing file: refused before anything is cleaned up.
+    let mut bad = state.clone();
+    bad["weights"] = "ckpt/epoch-0009.safetensors".into();
+    std::fs::write(&state_path, bad.to_string()).unwrap();
+    refused(&resume, "epoch-0009");
+    assert!(
+        run.join(&weights).is_file(),
+        "the real checkpoint was removed"
+    );
+    assert!(run.join(&optimizer).is_file());
+    // Another file in the optimizer state's place.
+    std::fs::write(&state_path, &good).unwrap();
+    let saved = std::fs::read(run.join(&optimizer)).unwrap();
+    std::fs::copy(run.join(&weights), run.join(&optimizer)).unwrap();
+    refused(&resume, "optimizer state");
+    std::fs::write(run.join(&optimizer), saved).unwrap();
+    let (code, _, err) = rslad(&resume);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn models_too_large_to_build_are_refused() {
+    let (root, data, _) = setup("huge-model");
+    let err = refused(
+        &[
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            s(&data),
+            "--model",
+            "wrn-1000-1000",
+            "--out",
+            s(&root.join("run")),
+        ],
+        "parameters",
+    );
+    assert!(err.contains("--model"), "{err}");
+    refused(
+        &[
+            "import",
+            "--from",
+            "/nonexistent.pt",
+            "--model",
+            "wrn-1000-1000",
+            "--out",
+            s(&root.join("x.safetensors")),
+        ],
+        "parameters",
+    );
+}
+
+#[test]
+fn experiment_cells_are_plain_and_distinct() {
+    let (root, data, ckpt) = setup("experiment-cells");
+    let write = |body: &str| {
+        let p = root.join("exp.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "dataset = 'fashion-mnist'\ndata_dir = '{}'\n{body}",
+                data.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let p = write(&format!(
+        "seeds = [1, 1]\n[teacher]\nmodel = 'cnn-small'\ncheckpoint = '{}'\n\
+         [[student]]\nmodel = 'cnn-small'\nmethods = ['sat']\n",
+        ckpt.display()
+    ));
+    refused(
+        &["experiment", "--config", s(&p), "--list-cells"],
+        "listed twice",
+    );
+    // A given checkpoint is not trained, so its model name is never resolved as a run's:
+    // it must still be a model, not a path.
+    let p = write(&format!(
+        "[teacher]\nmodel = '../../escape'\ncheckpoint = '{}'\n",
+        ckpt.display()
+    ));
+    refused(
+        &[
+            "experiment",
+            "--config",
+            s(&p),
+            "--out",
+            s(&root.join("exp")),
+        ],
+        "escape",
+    );
+    assert!(!root.join("escape-sat").exists());
+}
+
+#[test]
+fn report_names_files_it_cannot_read() {
+    let root = temp_dir("report-unreadable");
+    let cell = root.join("cells").join("x");
+    std::fs::create_dir_all(&cell).unwrap();
+    std::fs::write(cell.join("cell.json"), "{").unwrap();
+    refused(&["report", s(&root)], "cell.json");
+    // Shards of different evaluations say what differs.
+    let a = shard(0..4, "1111", "1100", &["1110", "1100"]);
+    let mut b = shard(4..8, "1111", "1100", &["1110", "1100"]);
+    b.eps = 0.2;
+    let err = rslad::report::merge_shards(vec![a, b]).unwrap_err();
+    assert!(err.contains("eps (0.1 vs 0.2)"), "{err}");
+}
+
+#[test]
+fn more_misleading_messages() {
+    let (root, data, ckpt) = setup("more-messages");
+    // A file that is neither a zip archive nor a pickle is not called an unsafe pickle.
+    let junk = root.join("passwd.pt");
+    std::fs::write(&junk, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    let err = refused(
+        &[
+            "import",
+            "--from",
+            s(&junk),
+            "--model",
+            "cnn-small",
+            "--dataset",
+            "fashion-mnist",
+            "--out",
+            s(&root.join("x.safetensors")),
+        ],
+        "not a PyTorch checkpoint",
+    );
+    assert!(!err.contains("unsafe"), "{err}");
+    // --json naming a directory fails before the evaluation, not after it.
+    let err = refused(
+        &[
+            "eval",
+            "--checkpoint",
+            s(&ckpt),
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            s(&data),
+            "--json",
+            s(&data),
+        ],
+        "--json",
+    );
+    assert!(!err.contains("evaluating"), "{err}");
+    // A teacher's or surrogate's error names the file once.
+    let missing = root.join("missing.safetensors");
+    let err = refused(
+        &[
+            "eval",
+            "--checkpoint",
+            s(&ckpt),
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            s(&data),
+            "--attacks",
+            &format!("transfer:{}", missing.display()),
+        ],
+        "missing.safetensors",
+    );
+    assert_eq!(err.matches("missing.safetensors").count(), 1, "{err}");
+}

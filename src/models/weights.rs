@@ -276,6 +276,24 @@ pub(crate) fn compare_tensors(
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
+/// A checkpoint's spec (`found`, from [`peek_spec`]) is for the `expected` model: same
+/// architecture, input shape and classes.
+pub fn check_expected(
+    path: &Path,
+    found: &ModelSpec,
+    expected: &ModelSpec,
+) -> Result<(), WeightsError> {
+    let same_arch = expected.arch().ok() == found.arch().ok();
+    if !same_arch || expected.input != found.input || expected.num_classes != found.num_classes {
+        return Err(WeightsError::WrongModel {
+            path: path.to_path_buf(),
+            found: describe(found),
+            expected: describe(expected),
+        });
+    }
+    Ok(())
+}
+
 /// Loads an rslad checkpoint onto `device`. With `expected`, the checkpoint must be for that
 /// model (same architecture, input shape and classes).
 pub fn load_model(
@@ -286,14 +304,7 @@ pub fn load_model(
     let header = read_header(path)?;
     let spec = spec_of(path, &header)?;
     if let Some(expected) = expected {
-        let same_arch = expected.arch().ok() == spec.arch().ok();
-        if !same_arch || expected.input != spec.input || expected.num_classes != spec.num_classes {
-            return Err(WeightsError::WrongModel {
-                path: path.to_path_buf(),
-                found: describe(&spec),
-                expected: describe(expected),
-            });
-        }
+        check_expected(path, &spec, expected)?;
     }
     let mut model = spec.build(device).map_err(|e| WeightsError::Corrupt {
         path: path.to_path_buf(),

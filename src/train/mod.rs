@@ -157,6 +157,9 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
         err(text.strip_prefix(&prefix).unwrap_or(&text).to_string())
     };
     let found = crate::models::peek_spec(path).map_err(file_err)?;
+    if let Some(expected) = &expected {
+        crate::models::check_expected(path, &found, expected).map_err(file_err)?;
+    }
     let want = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
     if found.input != want.input || found.num_classes != want.num_classes {
         return Err(err(format!(

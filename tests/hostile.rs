@@ -934,6 +934,25 @@ fn a_nan_surrogate_is_flagged() {
         "{:?}",
         r.warnings
     );
+    // A model whose logits are NaN has no prediction: 0% correct, not argmax's pick.
+    let poisoned = load_model(&surrogate, &device, None).unwrap();
+    let fgsm = attacks::parse_list("fgsm", &ctx).unwrap();
+    let r = eval::evaluate(
+        &poisoned,
+        test.clone(),
+        0,
+        &fgsm,
+        &cfg,
+        &device,
+        &mut |_| {},
+    );
+    assert_eq!(r.clean_accuracy, 0.0);
+    assert_eq!(r.attacks[0].robust_accuracy, 0.0);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("NaN")),
+        "{:?}",
+        r.warnings
+    );
     // A sound surrogate raises no such warning.
     let sound = root.join("sound.safetensors");
     save_small(&sound);

@@ -5,7 +5,7 @@
 //! example counts as robust only if the model still classifies the returned adversarial point
 //! correctly, judged here, on the points the attack returned.
 
-use crate::attacks::util::{correct, to_bools, to_f32s};
+use crate::attacks::util::{to_bools, to_f32s};
 use crate::attacks::{self, Attack, AttackContext};
 use crate::data::{BatchIter, Dataset, LoaderConfig};
 use crate::models::{Classifier, Model, ModelSpec};
@@ -143,7 +143,7 @@ pub fn run_attack(
             let projected = ball.project(outcome.adv.clone());
             let moved = to_f32s(attacks::util::linf(projected.clone(), outcome.adv));
             outside += moved.iter().filter(|&&d| d > 1e-6).count();
-            let ok = to_bools(correct(model, projected, y));
+            let (ok, _) = judge(model, projected, y);
             for (slot, &j) in active.iter().enumerate() {
                 robust[batch.indices[j]] = ok[slot];
             }
@@ -186,6 +186,24 @@ pub fn run_attack(
     (robust, stages)
 }
 
+/// Whether `model` classifies each image correctly, and whether any logit was NaN or
+/// infinite. A row with a non-finite logit has no prediction: it is never counted correct
+/// (argmax over NaN would pick a class arbitrarily and report chance as accuracy).
+fn judge(model: &dyn Classifier, x: Tensor<4>, y: Tensor<1, Int>) -> (Vec<bool>, bool) {
+    let z = model.logits(x);
+    let [b, c] = z.dims();
+    let zs = to_f32s(z.clone());
+    let mut ok = to_bools(z.argmax(1).reshape([b]).equal(y));
+    let mut non_finite = false;
+    for (row, flag) in zs.chunks(c.max(1)).zip(ok.iter_mut()) {
+        if row.iter().any(|v| !v.is_finite()) {
+            *flag = false;
+            non_finite = true;
+        }
+    }
+    (ok, non_finite)
+}
+
 /// Clean accuracy of `model` on `data` and whether any logit was NaN or infinite.
 pub fn clean_pass(
     model: &dyn Classifier,
@@ -197,11 +215,8 @@ pub fn clean_pass(
     let mut non_finite = false;
     for batch in BatchIter::new(data.clone(), LoaderConfig::sequential(batch_size)) {
         let (x, y) = batch.to_tensors(data.shape, device);
-        let z = model.logits(x);
-        let zs = to_f32s(z.clone());
-        non_finite |= zs.iter().any(|v| !v.is_finite());
-        let b = z.dims()[0];
-        let ok = to_bools(z.argmax(1).reshape([b]).equal(y));
+        let (ok, nan) = judge(model, x, y);
+        non_finite |= nan;
         for (j, &i) in batch.indices.iter().enumerate() {
             correct_flags[i] = ok[j];
         }

@@ -108,7 +108,10 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, WeightsError> {
         if name == "__metadata__" {
             if let Some(map) = value.as_object() {
                 for (k, v) in map {
-                    metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                    let text = v
+                        .as_str()
+                        .ok_or_else(|| corrupt(format!("metadata {k} is {v}, not a string")))?;
+                    metadata.insert(k.clone(), text.to_string());
                 }
             }
             continue;

@@ -1272,3 +1272,36 @@ fn more_misleading_messages() {
     );
     assert_eq!(err.matches("missing.safetensors").count(), 1, "{err}");
 }
+
+#[test]
+fn bench_and_iad_settings_are_validated() {
+    let (root, data, ckpt) = setup("bench-iad");
+    let bench = |extra: &[&str], needle: &str| {
+        let mut a = vec!["bench", "--model", "cnn-small", "--no-pytorch"];
+        a.extend_from_slice(extra);
+        refused(&a, needle);
+    };
+    bench(&["--batch-size", "0"], "--batch-size");
+    bench(&["--reps", "0"], "--reps");
+    bench(&["--json", s(&data)], "--json");
+    refused(
+        &[
+            "train",
+            "--method",
+            "iad",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            s(&data),
+            "--teacher",
+            s(&ckpt),
+            "--epochs",
+            "2",
+            "--iad-begin",
+            "5",
+            "--out",
+            s(&root.join("run")),
+        ],
+        "--iad-begin",
+    );
+}

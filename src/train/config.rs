@@ -364,6 +364,15 @@ impl TrainConfig {
             m.temperature > 0.0,
             "positive",
         )?;
+        if m.name == "iad" && m.iad_begin >= self.epochs {
+            return Err(format!(
+                "{} {} is not before the last epoch ({} epochs, counted from 0): IAD's \
+                 introspection term would never start",
+                setting("iad_begin"),
+                m.iad_begin,
+                self.epochs
+            ));
+        }
         if m.needs_teacher() && self.teacher.is_none() {
             return Err(format!(
                 "method {} distills a teacher: pass --teacher FILE and --teacher-model NAME",

@@ -347,6 +347,8 @@ fn attack_options_that_do_nothing_are_refused() {
         ("pgd:eps=-0.1", "eps"),
         ("pgd:steps=5:steps=100", "steps"),
         ("cw:kappa=nan:loss=cw", "kappa"),
+        ("paper,fgsm", "twice"),
+        ("pgd:steps=3,pgd:steps=3", "twice"),
     ] {
         let err = attack_ctx_parse(list)
             .err()

@@ -169,6 +169,18 @@ pub fn parse_list(list: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>
             _ => out.extend(parse_one(item, ctx)?),
         }
     }
+    // The same attack twice only doubles the cost (and its column appears twice).
+    for (i, a) in out.iter().enumerate() {
+        if out[..i]
+            .iter()
+            .any(|b| b.label() == a.label() && b.settings() == a.settings())
+        {
+            return Err(AttackError::BadOption {
+                attack: a.label(),
+                detail: format!("listed twice in '{list}' with the same settings; list it once"),
+            });
+        }
+    }
     Ok(out)
 }
 

@@ -40,7 +40,9 @@ fn refused(args: &[&str], needle: &str) -> String {
     err
 }
 
-/// Runs `rslad` and returns (exit code, stderr, peak resident memory in MiB).
+/// Runs `rslad` and returns (exit code, stderr, peak resident memory in MiB). The child is
+/// reaped by `wait4`, which also returns its resource usage.
+#[allow(clippy::zombie_processes)]
 fn rslad_peak_memory(args: &[&str]) -> (i32, String, u64) {
     let child = Command::new(env!("CARGO_BIN_EXE_rslad"))
         .args(args)
@@ -936,6 +938,8 @@ fn a_nan_surrogate_is_flagged() {
         "{:?}",
         r.warnings
     );
+    // Whatever it crafted is judged as points of the threat model.
+    assert!(r.attacks[0].robust_accuracy <= r.clean_accuracy);
     // A model whose logits are NaN has no prediction: 0% correct, not argmax's pick.
     let poisoned = load_model(&surrogate, &device, None).unwrap();
     let fgsm = attacks::parse_list("fgsm", &ctx).unwrap();

@@ -140,9 +140,23 @@ pub fn run_attack(
             let outcome = attack.run(model, x.clone(), y.clone(), &sub_ids);
             // Judge the point inside the threat model; count any that had to be moved.
             let ball = attacks::util::Ball::new(&x, cfg.eps);
-            let projected = ball.project(outcome.adv.clone());
-            let moved = to_f32s(attacks::util::linf(projected.clone(), outcome.adv));
-            outside += moved.iter().filter(|&&d| d > 1e-6).count();
+            // A NaN pixel is no point of the threat model: the clean pixel stands for it (the
+            // attack found nothing there), and the example counts as moved.
+            let nan = outcome.adv.clone().is_nan();
+            let nan_rows = to_f32s(
+                nan.clone()
+                    .float()
+                    .reshape([active.len() as i32, -1])
+                    .sum_dim(1),
+            );
+            let adv = outcome.adv.mask_where(nan, x.clone());
+            let projected = ball.project(adv.clone());
+            let moved = to_f32s(attacks::util::linf(projected.clone(), adv));
+            outside += moved
+                .iter()
+                .zip(&nan_rows)
+                .filter(|(&d, &n)| d > 1e-6 || n > 0.0)
+                .count();
             let (ok, _) = judge(model, projected, y);
             for (slot, &j) in active.iter().enumerate() {
                 robust[batch.indices[j]] = ok[slot];

@@ -134,8 +134,9 @@ fn check_pickles(path: &Path) -> Result<(), InteropError> {
     }
     let bytes = std::fs::read(path).map_err(|e| read_err(path, e))?;
     // A pickle stream starts with its protocol (0x80, then 2..=5).
-    if !bytes.is_empty() && !(bytes[0] == 0x80 && bytes.get(1).is_some_and(|p| (2..=5).contains(p)))
-    {
+    let pickle_start =
+        bytes.first() == Some(&0x80) && bytes.get(1).is_some_and(|p| (2..=5).contains(p));
+    if !bytes.is_empty() && !pickle_start {
         return Err(read_err(
             path,
             "not a PyTorch checkpoint: neither a torch.save zip archive nor a pickle stream \

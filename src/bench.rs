@@ -85,6 +85,7 @@ pub fn run_model(
         DatasetKind::Cifar10
     };
     let spec = ModelSpec::for_dataset(arch, dataset);
+    spec.check_size()?;
     device.seed(0);
     let ad = device.clone().autodiff();
     let teacher = spec.build(device).map_err(|e| e.to_string())?.valid();

@@ -1,8 +1,43 @@
 //! Atomic file writes: a temporary sibling, flushed, then renamed over the target, so a crash
 //! leaves either the old file or the new one, never half of one.
+//!
+//! The temporary file is created exclusively (`O_CREAT | O_EXCL`): a file or symbolic link
+//! planted at its name is never followed or written through.
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Distinguishes the temporary files of one process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Whether `name` is one of [`write_atomic`]'s temporary files (`.NAME.PID[-N].tmp`), which a
+/// killed process may leave behind.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    match inner.rsplit_once('.') {
+        Some((target, tag)) => {
+            !target.is_empty()
+                && !tag.is_empty()
+                && tag.chars().all(|c| c.is_ascii_digit() || c == '-')
+        }
+        None => false,
+    }
+}
+
+/// Removes the temporary files a killed writer left in `dir` (not recursive).
+pub fn remove_temp_files(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let is_file = e.file_type().map(|t| !t.is_dir()).unwrap_or(false);
+            if is_file && is_temp_name(&e.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
@@ -13,21 +48,42 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other(format!("{} has no file name", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    let (tmp, mut f) = create_temp(dir, &name.to_string_lossy())?;
+    let written = f.write_all(bytes).and_then(|_| f.sync_all());
+    drop(f);
+    if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// A new temporary file next to the target, created exclusively; a name already taken (a
+/// leftover or a planted link) is skipped, never opened.
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    let pid = std::process::id();
+    let mut last = None;
+    for _ in 0..64 {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = if n == 0 {
+            dir.join(format!(".{name}.{pid}.tmp"))
+        } else {
+            dir.join(format!(".{name}.{pid}-{n}.tmp"))
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
 }
 
 /// Copies `from` onto `to` atomically.

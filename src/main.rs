@@ -20,7 +20,24 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = cli::run() {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, joined by ": ", leaving out a cause whose text the message
+/// already shows (most of rslad's errors include their source, so `{:#}` would print an
+/// operating-system error twice).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }

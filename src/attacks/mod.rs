@@ -53,6 +53,12 @@ pub trait Attack: Send + Sync {
     fn is_black_box(&self) -> bool {
         false
     }
+
+    /// The model a transfer attack crafts its points on (checked for NaN logits by the
+    /// evaluation, as the target is).
+    fn surrogate(&self) -> Option<&dyn Classifier> {
+        None
+    }
 }
 
 /// Keeps the adversarial points found so far and runs further attempts only on the examples
@@ -161,6 +167,18 @@ pub fn parse_list(list: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>
                 }
             }
             _ => out.extend(parse_one(item, ctx)?),
+        }
+    }
+    // The same attack twice only doubles the cost (and its column appears twice).
+    for (i, a) in out.iter().enumerate() {
+        if out[..i]
+            .iter()
+            .any(|b| b.label() == a.label() && b.settings() == a.settings())
+        {
+            return Err(AttackError::BadOption {
+                attack: a.label(),
+                detail: format!("listed twice in '{list}' with the same settings; list it once"),
+            });
         }
     }
     Ok(out)
@@ -361,27 +379,28 @@ fn transfer(
         _ => return Err(AttackError::Unknown(format!("transfer{kind}"))),
     };
     let path = PathBuf::from(path);
+    let surrogate_err = |e: crate::models::WeightsError| {
+        let text = e.to_string();
+        let prefix = format!("{}: ", path.display());
+        AttackError::Surrogate {
+            path: path.clone(),
+            detail: text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
+        }
+    };
+    // The recorded spec must fit the target before the surrogate is built.
+    let spec = crate::models::peek_spec(&path).map_err(surrogate_err)?;
+    if spec.input != ctx.target.input || spec.num_classes != ctx.target.num_classes {
+        return Err(AttackError::Surrogate {
+            path,
+            detail: format!(
+                "the surrogate takes {:?} with {} classes, the target {:?} with {}",
+                spec.input, spec.num_classes, ctx.target.input, ctx.target.num_classes
+            ),
+        });
+    }
     let mut out: Vec<Box<dyn Attack>> = Vec::new();
     for name in inner {
-        let surrogate =
-            load_model(&path, ctx.device, None).map_err(|e| AttackError::Surrogate {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
-        if surrogate.spec.input != ctx.target.input
-            || surrogate.spec.num_classes != ctx.target.num_classes
-        {
-            return Err(AttackError::Surrogate {
-                path,
-                detail: format!(
-                    "the surrogate takes {:?} with {} classes, the target {:?} with {}",
-                    surrogate.spec.input,
-                    surrogate.spec.num_classes,
-                    ctx.target.input,
-                    ctx.target.num_classes
-                ),
-            });
-        }
+        let surrogate = load_model(&path, ctx.device, Some(&spec)).map_err(surrogate_err)?;
         let inner = pgd_preset(name, ctx.eps, ctx.seed).expect("preset exists");
         let label = if name == "cw" {
             "Transfer-CW"
@@ -413,7 +432,14 @@ impl Options {
                 attack: attack.to_string(),
                 detail: format!("option '{part}' is not key=value"),
             })?;
-            pairs.push((k.trim().to_string(), v.trim().to_string()));
+            let key = k.trim().to_string();
+            if pairs.iter().any(|(seen, _)| *seen == key) {
+                return Err(AttackError::BadOption {
+                    attack: attack.to_string(),
+                    detail: format!("option '{key}' is given twice; give it once"),
+                });
+            }
+            pairs.push((key, v.trim().to_string()));
         }
         Ok(Options {
             attack: attack.to_string(),
@@ -445,19 +471,38 @@ impl Options {
         }
     }
 
+    /// A number or fraction. `eps` is parsed as `--eps` is (within [0, 1]); a `step` must be
+    /// positive (zero or a negative step leaves the clean point or descends the loss, and the
+    /// column would report clean accuracy as robust).
     fn float(&self, key: &str) -> Result<Option<f64>, AttackError> {
-        self.get(key)
-            .map(|v| crate::units::parse_fraction(v).map_err(|e| self.bad(format!("{key}: {e}"))))
-            .transpose()
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let parsed = if key == "eps" {
+            crate::units::parse_eps(v)
+        } else {
+            crate::units::parse_fraction(v)
+        };
+        let value = parsed.map_err(|e| self.bad(format!("{key}: {e}")))?;
+        if key == "step" && value <= 0.0 {
+            return Err(self.bad(format!("step={v} must be positive (e.g. step=2/255)")));
+        }
+        Ok(Some(value))
     }
 
+    /// A whole number; counts of iterations, restarts, target classes and queries must be at
+    /// least 1 (0 runs no attack and reports clean accuracy under the attack's name).
     fn uint(&self, key: &str) -> Result<Option<u64>, AttackError> {
-        self.get(key)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| self.bad(format!("{key}={v} is not a whole number")))
-            })
-            .transpose()
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let n = v
+            .parse::<u64>()
+            .map_err(|_| self.bad(format!("{key}={v} is not a whole number")))?;
+        if n == 0 && matches!(key, "steps" | "restarts" | "targets" | "queries") {
+            return Err(self.bad(format!("{key}=0 would run no attack; give at least 1")));
+        }
+        Ok(Some(n))
     }
 
     fn check_used(&self) -> Result<(), AttackError> {

@@ -42,4 +42,8 @@ impl Attack for Transfer {
     fn is_black_box(&self) -> bool {
         true
     }
+
+    fn surrogate(&self) -> Option<&dyn Classifier> {
+        Some(&self.surrogate)
+    }
 }

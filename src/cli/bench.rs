@@ -91,6 +91,18 @@ fn pytorch(
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.batch_size == Some(0) {
+        anyhow::bail!("--batch-size 0: the batch size must be at least 1");
+    }
+    if args.reps == 0 {
+        anyhow::bail!("--reps 0 times nothing; give at least 1");
+    }
+    if let Some(p) = args.json.as_ref().filter(|p| p.is_dir()) {
+        anyhow::bail!(
+            "--json {}: is a directory; give the results file's path",
+            p.display()
+        );
+    }
     let device = rslad::backend::default_device();
     let models = if args.model.is_empty() {
         vec!["cnn-small".to_string(), "resnet18".to_string()]
@@ -162,7 +174,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "rows": all,
         });
-        rslad::io::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        rslad::io::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     Ok(())
 }

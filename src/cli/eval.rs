@@ -6,7 +6,7 @@ use clap::Args;
 use rslad::attacks::{self, AttackContext};
 use rslad::data::{self, Split};
 use rslad::eval::{self, EvalConfig, EvalResults};
-use rslad::models::load_model;
+use rslad::models::{load_model, peek_spec};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -62,16 +62,29 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         Some(e) => rslad::units::parse_eps(e).map_err(anyhow::Error::msg)?,
         None => kind.default_eps(),
     };
-    let model = load_model(&args.checkpoint, &device, None)?;
-    if model.spec.input != kind.shape() || model.spec.num_classes != kind.num_classes() {
+    if let Some(p) = args.json.as_ref().filter(|p| p.is_dir()) {
+        bail!(
+            "--json {}: is a directory; give the results file's path",
+            p.display()
+        );
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size 0: the batch size must be at least 1");
+    }
+    if args.n_examples == Some(0) {
+        bail!("--n-examples 0 evaluates nothing; give at least 1 (or leave it out for all)");
+    }
+    // The recorded spec is checked against the dataset before the model is built.
+    let spec = peek_spec(&args.checkpoint)?;
+    if spec.input != kind.shape() || spec.num_classes != kind.num_classes() {
         bail!(
             "{}: the checkpoint is a {} for {}x{}x{} images with {} classes; {} has {}x{}x{} with {}",
             args.checkpoint.display(),
-            model.spec.name,
-            model.spec.input.channels,
-            model.spec.input.height,
-            model.spec.input.width,
-            model.spec.num_classes,
+            spec.name,
+            spec.input.channels,
+            spec.input.height,
+            spec.input.width,
+            spec.num_classes,
             kind,
             kind.shape().channels,
             kind.shape().height,
@@ -79,7 +92,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             kind.num_classes()
         );
     }
+    let model = load_model(&args.checkpoint, &device, Some(&spec))?;
     let test = data::load(kind, args.data_dir.as_deref(), Split::Test, args.n_examples)?;
+    let test_len = test.len();
     let (first, data) = match &args.shard {
         Some(s) => {
             let (k, n) = parse_shard(s)?;
@@ -96,6 +111,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         target: &model.spec,
     };
     let attack_list = attacks::parse_list(&args.attacks, &ctx)?;
+    if data.is_empty() {
+        // More shards than examples: an explicit empty result, which `rslad report` merges.
+        eprintln!(
+            "shard {} holds no examples (the {} test images are split {} ways); writing an empty result",
+            args.shard.as_deref().unwrap_or("?"),
+            test_len,
+            args.shard.as_deref().and_then(|s| s.split_once('/')).map_or("", |p| p.1)
+        );
+    }
     let cfg = EvalConfig {
         eps,
         batch_size: args.batch_size,
@@ -134,7 +158,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     );
     results.checkpoint = Some(args.checkpoint.display().to_string());
     results.checkpoint_sha256 = Some(rslad::io::sha256_file(&args.checkpoint)?);
-    print_table(&results);
+    if results.example_ids.is_empty() {
+        println!("no examples in this shard: nothing to report");
+    } else {
+        print_table(&results);
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&results)?;
         rslad::io::write_atomic(path, text.as_bytes())

@@ -103,7 +103,14 @@ pub fn run_report(args: ReportArgs) -> anyhow::Result<()> {
     }
     let rep = report::collect(&args.inputs).map_err(anyhow::Error::msg)?;
     if rep.white_box.is_empty() {
-        bail!("no finished cells with results under {:?}", args.inputs);
+        bail!(
+            "no finished cells with results under {:?}{}",
+            args.inputs,
+            rep.warnings
+                .iter()
+                .map(|w| format!("\n  {w}"))
+                .collect::<String>()
+        );
     }
     let out = args.out.clone().unwrap_or_else(|| args.inputs[0].clone());
     let files = report::write(&rep, &out).map_err(anyhow::Error::msg)?;

@@ -41,6 +41,7 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let device = rslad::backend::default_device();
     let kind: data::DatasetKind = args.dataset.parse()?;
     let spec = ModelSpec::for_dataset(args.model.parse()?, kind);
+    spec.check_size().map_err(anyhow::Error::msg)?;
     let layout: Option<Layout> = args
         .layout
         .as_deref()

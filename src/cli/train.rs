@@ -179,6 +179,14 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
             eprintln!("note: the run was started on {}, it continues on {now}; results will not be bit-identical", cfg.backend);
         }
         cfg.out = dir.clone();
+        // The recorded file may have been edited or copied from elsewhere: it is checked as a
+        // new configuration would be.
+        cfg.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}; fix the recorded value (or, for --epochs, the flag)",
+                path.display()
+            )
+        })?;
         return Ok(cfg);
     }
     let base = match &args.config {

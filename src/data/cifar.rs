@@ -37,6 +37,13 @@ pub(super) fn load(
     // installation error the user wants to hear about now.
     for file in &files {
         let path = dir.join(file);
+        if path.is_dir() {
+            return Err(DataError::Format {
+                path,
+                expected: "CIFAR binary",
+                detail: "it is a directory; the .bin file itself must be at this path".into(),
+            });
+        }
         if !path.is_file() {
             return Err(DataError::Missing {
                 path,

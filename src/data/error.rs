@@ -41,6 +41,13 @@ pub enum DataError {
         n_labels: usize,
     },
 
+    #[error("{dir}: the {split} split {detail}; an empty dataset has no accuracy to report")]
+    Empty {
+        dir: PathBuf,
+        split: String,
+        detail: String,
+    },
+
     #[error("unknown dataset '{0}': expected one of fashion-mnist, cifar10, cifar100")]
     UnknownDataset(String),
 }

@@ -2,7 +2,7 @@
 //! 0x801 for u8 labels of rank 1), one big-endian u32 per dimension, then the bytes.
 //! Files may be gzipped (`*.gz`, as Debian ships them) or plain.
 
-use super::{read_file, DataError, Dataset, DatasetKind, Split};
+use super::{DataError, Dataset, DatasetKind, Split};
 use flate2::read::GzDecoder;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,18 +24,8 @@ pub(super) fn load_fashion_mnist(
     let images_path = find(dir, images_name)?;
     let labels_path = find(dir, labels_name)?;
 
-    let (dims, images) = read_idx(&images_path, IMAGES_MAGIC, 3)?;
-    if dims[1] != shape.height || dims[2] != shape.width {
-        return Err(DataError::Format {
-            path: images_path,
-            expected: "Fashion-MNIST image",
-            detail: format!(
-                "images are {}×{}, expected {}×{}",
-                dims[1], dims[2], shape.height, shape.width
-            ),
-        });
-    }
-    let (label_dims, labels) = read_idx(&labels_path, LABELS_MAGIC, 1)?;
+    let (dims, images) = read_idx(&images_path, IMAGES_MAGIC, &[shape.height, shape.width])?;
+    let (label_dims, labels) = read_idx(&labels_path, LABELS_MAGIC, &[])?;
     if dims[0] != label_dims[0] {
         return Err(DataError::CountMismatch {
             images: images_path,
@@ -67,12 +57,20 @@ pub(super) fn load_fashion_mnist(
 /// `name.gz` if present, else `name`.
 fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     let gz = dir.join(format!("{name}.gz"));
-    if gz.is_file() {
-        return Ok(gz);
-    }
     let plain = dir.join(name);
-    if plain.is_file() {
-        return Ok(plain);
+    for p in [&gz, &plain] {
+        if p.is_file() {
+            return Ok(p.clone());
+        }
+    }
+    for p in [&gz, &plain] {
+        if p.is_dir() {
+            return Err(DataError::Format {
+                path: p.clone(),
+                expected: "IDX",
+                detail: "it is a directory; the IDX file itself must be at this path".into(),
+            });
+        }
     }
     Err(DataError::Missing {
         path: gz,
@@ -80,32 +78,63 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     })
 }
 
+/// Largest number of records an IDX file may announce: far more than Fashion-MNIST's 70 000,
+/// and a bound on what a header can make rslad allocate.
+const MAX_RECORDS: usize = 10_000_000;
+
 /// Reads an IDX file of unsigned bytes with `rank` dimensions; returns the dimensions and data.
-fn read_idx(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let raw = read_file(path)?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::Truncated {
+/// `record_dims` are the dimensions after the first that the caller accepts (28×28 images, or
+/// none for labels); they are checked, with the total size, before the data is read, and no
+/// more than the announced size is ever read (a gzip stream can expand without bound).
+fn read_idx(
+    path: &Path,
+    magic: u32,
+    record_dims: &[usize],
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let rank = 1 + record_dims.len();
+    let io = |e: std::io::Error| DataError::io(path, e);
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut sniff = std::io::BufReader::new(file);
+    let gz = std::io::BufRead::fill_buf(&mut sniff)
+        .map_err(io)?
+        .starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(GzDecoder::new(sniff))
+    } else {
+        Box::new(sniff)
+    };
+    let damaged = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::OutOfMemory {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        } else if gz {
+            DataError::Truncated {
                 path: path.to_path_buf(),
                 detail: format!("gzip stream is damaged or cut short: {e}"),
-            })?;
-        out
-    } else {
-        raw
+            }
+        } else {
+            DataError::io(path, e)
+        }
     };
     let header = 4 + 4 * rank;
-    if bytes.len() < 4 {
+    let mut head = Vec::with_capacity(header);
+    reader
+        .by_ref()
+        .take(header as u64)
+        .read_to_end(&mut head)
+        .map_err(damaged)?;
+    if head.len() < 4 {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             detail: format!(
                 "{} bytes, shorter than the {header}-byte IDX header",
-                bytes.len()
+                head.len()
             ),
         });
     }
-    let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    let word = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
     let found = word(0);
     if found != magic {
         return Err(DataError::Format {
@@ -118,18 +147,51 @@ fn read_idx(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>
             detail: format!("magic number is 0x{found:08x}"),
         });
     }
-    if bytes.len() < header {
+    if head.len() < header {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             detail: format!(
                 "{} bytes, shorter than the {header}-byte IDX header",
-                bytes.len()
+                head.len()
             ),
         });
     }
     let dims: Vec<usize> = (0..rank).map(|d| word(4 + 4 * d) as usize).collect();
+    if dims[1..] != *record_dims {
+        let side = |d: &[usize]| {
+            d.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("×")
+        };
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            expected: "Fashion-MNIST image",
+            detail: format!(
+                "images are {}, expected {}",
+                side(&dims[1..]),
+                side(record_dims)
+            ),
+        });
+    }
+    if dims[0] > MAX_RECORDS {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            expected: "Fashion-MNIST IDX",
+            detail: format!(
+                "the header announces {} records, more than the {MAX_RECORDS} rslad accepts \
+                 (a damaged header?)",
+                dims[0]
+            ),
+        });
+    }
     let expected: usize = dims.iter().product();
-    let data = &bytes[header..];
+    let mut data = Vec::with_capacity(expected);
+    reader
+        .by_ref()
+        .take(expected as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(damaged)?;
     if data.len() < expected {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
@@ -144,10 +206,9 @@ fn read_idx(path: &Path, magic: u32, rank: usize) -> Result<(Vec<usize>, Vec<u8>
             path: path.to_path_buf(),
             expected: "IDX",
             detail: format!(
-                "{} bytes of data after the header, but its dimensions {dims:?} need {expected}",
-                data.len()
+                "more data after the header than its dimensions {dims:?} need ({expected} bytes)"
             ),
         });
     }
-    Ok((dims, data.to_vec()))
+    Ok((dims, data))
 }

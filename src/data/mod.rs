@@ -226,6 +226,17 @@ pub fn load(
         },
         other => other,
     })?;
+    if dataset.is_empty() {
+        return Err(DataError::Empty {
+            dir: dir.to_path_buf(),
+            split: format!("{split:?}").to_lowercase(),
+            detail: if limit == 0 {
+                "is limited to 0 images".into()
+            } else {
+                "holds no images".into()
+            },
+        });
+    }
     Ok(dataset.truncate(limit))
 }
 

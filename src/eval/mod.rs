@@ -5,7 +5,7 @@
 //! example counts as robust only if the model still classifies the returned adversarial point
 //! correctly, judged here, on the points the attack returned.
 
-use crate::attacks::util::{correct, to_bools, to_f32s};
+use crate::attacks::util::{to_bools, to_f32s};
 use crate::attacks::{self, Attack, AttackContext};
 use crate::data::{BatchIter, Dataset, LoaderConfig};
 use crate::models::{Classifier, Model, ModelSpec};
@@ -116,6 +116,7 @@ pub fn run_attack(
     let mut robust = vec![false; n];
     let mut stages: Vec<(String, Vec<bool>)> = Vec::new();
     let mut outside = 0usize;
+    let mut surrogate_non_finite = 0usize;
     let mut done = 0;
     for batch in BatchIter::new(data.clone(), LoaderConfig::sequential(cfg.batch_size)) {
         let active: Vec<usize> = (0..batch.len())
@@ -126,13 +127,37 @@ pub fn run_attack(
             let idx = attacks::util::index_tensor(&active, device);
             let (x, y) = (x.select(0, idx.clone()), y.select(0, idx));
             let sub_ids: Vec<u64> = active.iter().map(|&j| ids[batch.indices[j]]).collect();
+            if let Some(surrogate) = attack.surrogate() {
+                // A surrogate with NaN logits crafts no attack at all: its column would
+                // silently equal clean accuracy.
+                let z = to_f32s(surrogate.logits(x.clone()));
+                let c = z.len() / active.len();
+                surrogate_non_finite += z
+                    .chunks(c.max(1))
+                    .filter(|row| row.iter().any(|v| !v.is_finite()))
+                    .count();
+            }
             let outcome = attack.run(model, x.clone(), y.clone(), &sub_ids);
             // Judge the point inside the threat model; count any that had to be moved.
             let ball = attacks::util::Ball::new(&x, cfg.eps);
-            let projected = ball.project(outcome.adv.clone());
-            let moved = to_f32s(attacks::util::linf(projected.clone(), outcome.adv));
-            outside += moved.iter().filter(|&&d| d > 1e-6).count();
-            let ok = to_bools(correct(model, projected, y));
+            // A NaN pixel is no point of the threat model: the clean pixel stands for it (the
+            // attack found nothing there), and the example counts as moved.
+            let nan = outcome.adv.clone().is_nan();
+            let nan_rows = to_f32s(
+                nan.clone()
+                    .float()
+                    .reshape([active.len() as i32, -1])
+                    .sum_dim(1),
+            );
+            let adv = outcome.adv.mask_where(nan, x.clone());
+            let projected = ball.project(adv.clone());
+            let moved = to_f32s(attacks::util::linf(projected.clone(), adv));
+            outside += moved
+                .iter()
+                .zip(&nan_rows)
+                .filter(|(&d, &n)| d > 1e-6 || n > 0.0)
+                .count();
+            let (ok, _) = judge(model, projected, y);
             for (slot, &j) in active.iter().enumerate() {
                 robust[batch.indices[j]] = ok[slot];
             }
@@ -160,6 +185,12 @@ pub fn run_attack(
              projected before judging (an attack bug)"
         ));
     }
+    if surrogate_non_finite > 0 {
+        warnings.push(format!(
+            "{label}: the surrogate produced NaN or infinite logits on {surrogate_non_finite} \
+             clean inputs; its attack is meaningless (check the surrogate checkpoint)"
+        ));
+    }
     // A point broken by the whole attack is broken in its last stage too.
     if let Some((_, last)) = stages.last_mut() {
         for (l, r) in last.iter_mut().zip(&robust) {
@@ -167,6 +198,24 @@ pub fn run_attack(
         }
     }
     (robust, stages)
+}
+
+/// Whether `model` classifies each image correctly, and whether any logit was NaN or
+/// infinite. A row with a non-finite logit has no prediction: it is never counted correct
+/// (argmax over NaN would pick a class arbitrarily and report chance as accuracy).
+fn judge(model: &dyn Classifier, x: Tensor<4>, y: Tensor<1, Int>) -> (Vec<bool>, bool) {
+    let z = model.logits(x);
+    let [b, c] = z.dims();
+    let zs = to_f32s(z.clone());
+    let mut ok = to_bools(z.argmax(1).reshape([b]).equal(y));
+    let mut non_finite = false;
+    for (row, flag) in zs.chunks(c.max(1)).zip(ok.iter_mut()) {
+        if row.iter().any(|v| !v.is_finite()) {
+            *flag = false;
+            non_finite = true;
+        }
+    }
+    (ok, non_finite)
 }
 
 /// Clean accuracy of `model` on `data` and whether any logit was NaN or infinite.
@@ -180,11 +229,8 @@ pub fn clean_pass(
     let mut non_finite = false;
     for batch in BatchIter::new(data.clone(), LoaderConfig::sequential(batch_size)) {
         let (x, y) = batch.to_tensors(data.shape, device);
-        let z = model.logits(x);
-        let zs = to_f32s(z.clone());
-        non_finite |= zs.iter().any(|v| !v.is_finite());
-        let b = z.dims()[0];
-        let ok = to_bools(z.argmax(1).reshape([b]).equal(y));
+        let (ok, nan) = judge(model, x, y);
+        non_finite |= nan;
         for (j, &i) in batch.indices.iter().enumerate() {
             correct_flags[i] = ok[j];
         }
@@ -284,6 +330,8 @@ pub fn evaluate_classifier(
     };
     out.warnings.extend(consistency_warnings(&out));
     if cfg.sanity_checks && !data.is_empty() {
+        let idle = idle_attack_check(model, spec, &data, &out, cfg, device);
+        out.warnings.extend(idle);
         if let Some(w) = large_eps_check(model, spec, &data, &out, cfg, device) {
             out.warnings.push(w);
         }
@@ -336,6 +384,75 @@ pub fn consistency_warnings(r: &EvalResults) -> Vec<String> {
         }
     }
     w
+}
+
+/// An iterative white-box attack that breaks none of the correctly classified examples, on a
+/// model single-step FGSM does break, did not run as an attack (a step or schedule that goes
+/// nowhere): its column is clean accuracy under an attack's name. FGSM is taken from the
+/// results when it was run, else run here.
+fn idle_attack_check(
+    model: &dyn Classifier,
+    spec: &ModelSpec,
+    data: &Arc<Dataset>,
+    r: &EvalResults,
+    cfg: &EvalConfig,
+    device: &Device,
+) -> Vec<String> {
+    let idle: Vec<&AttackResult> = r
+        .attacks
+        .iter()
+        .filter(|a| !a.black_box && a.name != "FGSM")
+        .filter(|a| r.clean_accuracy > 0.0 && a.robust == r.clean)
+        .collect();
+    if idle.is_empty() {
+        return Vec::new();
+    }
+    let clean = from_bits(&r.clean);
+    let fgsm_robust = match r.attack("FGSM") {
+        Some(f) => from_bits(&f.robust),
+        None => {
+            let ctx = AttackContext {
+                eps: cfg.eps,
+                seed: cfg.seed,
+                device,
+                target: spec,
+            };
+            let Some(fgsm) = attacks::parse_list("fgsm", &ctx)
+                .ok()
+                .and_then(|mut v| v.pop())
+            else {
+                return Vec::new();
+            };
+            let mut sink = Vec::new();
+            run_attack(
+                model,
+                fgsm.as_ref(),
+                data,
+                &r.example_ids,
+                &clean,
+                cfg,
+                device,
+                &mut sink,
+                &mut |_| {},
+            )
+            .0
+        }
+    };
+    let correct = clean.iter().filter(|&&c| c).count();
+    let broken_by_fgsm = correct - fgsm_robust.iter().filter(|&&b| b).count();
+    if broken_by_fgsm == 0 {
+        return Vec::new();
+    }
+    idle.iter()
+        .map(|a| {
+            format!(
+                "{} breaks none of the {correct} correctly classified examples, while FGSM \
+                 breaks {broken_by_fgsm}: the attack did not run as one (check its step, steps \
+                 and eps); its column is clean accuracy, not robustness",
+                a.name
+            )
+        })
+        .collect()
 }
 
 /// PGD-20 at ε = 0.5 must bring accuracy down to chance or below.

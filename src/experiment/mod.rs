@@ -165,6 +165,30 @@ impl ExperimentConfig {
         }
     }
 
+    /// Checks the evaluation settings and every cell's training settings before any cell
+    /// runs, so a bad value fails at once rather than after hours of training.
+    pub fn validate(&self, cells: &[Cell]) -> Result<(), String> {
+        for (key, value) in [
+            ("eval_batch_size", self.eval_batch_size),
+            ("eval_examples", self.eval_examples),
+            ("square_queries", self.square_queries),
+        ] {
+            if value == Some(0) {
+                return Err(format!(
+                    "{key} = 0 in the experiment file: it must be at least 1"
+                ));
+            }
+        }
+        self.eps()?;
+        for cell in cells.iter().filter(|c| c.checkpoint.is_none()) {
+            cell.train
+                .clone()
+                .resolve()
+                .map_err(|e| format!("cell {} ({}): {e}", cell.index, cell.name))?;
+        }
+        Ok(())
+    }
+
     fn base(&self, out: &Path) -> TrainOverrides {
         TrainOverrides {
             dataset: Some(self.dataset.clone()),
@@ -313,6 +337,34 @@ impl ExperimentConfig {
                         t,
                     );
                 }
+            }
+        }
+        // Cell names become folder names: each must be a plain, distinct name.
+        for (i, c) in cells.iter().enumerate() {
+            if c.name.contains(['/', '\\']) {
+                return Err(format!(
+                    "cell {}: its name {} would not be a plain folder name (a '/' in a model, \
+                     method or KL reduction?)",
+                    c.index, c.name
+                ));
+            }
+            c.model
+                .parse::<crate::models::Arch>()
+                .map_err(|e| format!("cell {} ({}): {e}", c.index, c.name))?;
+            if !crate::methods::METHODS.contains(&c.method.as_str()) {
+                return Err(format!(
+                    "cell {} ({}): unknown method '{}'; known: {}",
+                    c.index,
+                    c.name,
+                    c.method,
+                    crate::methods::METHODS.join(", ")
+                ));
+            }
+            if let Some(other) = cells[..i].iter().find(|o| o.name == c.name) {
+                return Err(format!(
+                    "cells {} and {} are both {}: a seed or a method is listed twice",
+                    other.index, c.index, c.name
+                ));
             }
         }
         Ok(cells)
@@ -555,7 +607,17 @@ fn evaluate_file(
     device: &burn::prelude::Device,
     observer: &mut dyn Observer,
 ) -> Result<EvalResults, String> {
-    let model = load_model(ckpt, device, None).map_err(|e| e.to_string())?;
+    let spec = crate::models::peek_spec(ckpt).map_err(|e| e.to_string())?;
+    if spec.input != kind.shape() || spec.num_classes != kind.num_classes() {
+        return Err(format!(
+            "{}: the checkpoint is a {} for {:?} with {} classes, not for {kind}",
+            ckpt.display(),
+            spec.name,
+            spec.input,
+            spec.num_classes
+        ));
+    }
+    let model = load_model(ckpt, device, Some(&spec)).map_err(|e| e.to_string())?;
     let test = data::load(kind, cfg.data_dir.as_deref(), Split::Test, Some(n))
         .map_err(|e| e.to_string())?;
     let ctx = AttackContext {
@@ -588,6 +650,7 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> Result<(), String> {
     let cells = cfg.cells(out)?;
+    cfg.validate(&cells)?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let recorded = toml::to_string(cfg).map_err(|e| e.to_string())?;
     crate::io::write_atomic(&out.join("experiment.toml"), recorded.as_bytes())

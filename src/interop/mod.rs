@@ -61,15 +61,22 @@ fn read_err(path: &Path, detail: impl std::fmt::Display) -> InteropError {
     }
 }
 
+/// Largest pickle rslad reads from a `.pt` archive. A state dict's pickle holds only names,
+/// shapes and storage keys (a few hundred KiB for the largest model); a bigger one is a
+/// decompression bomb or not a state dict.
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
+
 /// Checks every pickle in a `.pt` file (zip or legacy stream) before it is read.
 fn check_pickles(path: &Path) -> Result<(), InteropError> {
-    let bytes = std::fs::read(path).map_err(|e| read_err(path, e))?;
     let unsafe_err = |e: pickle_scan::ScanError| InteropError::Unsafe {
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
-    if bytes.starts_with(b"PK") {
-        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&bytes)).map_err(|e| {
+    let mut file = std::fs::File::open(path).map_err(|e| read_err(path, e))?;
+    let mut magic = [0u8; 2];
+    let is_zip = file.read_exact(&mut magic).is_ok() && &magic == b"PK";
+    if is_zip {
+        let mut zip = zip::ZipArchive::new(file).map_err(|e| {
             read_err(
                 path,
                 format!("not a readable zip archive (truncated?): {e}"),
@@ -87,14 +94,54 @@ fn check_pickles(path: &Path) -> Result<(), InteropError> {
             ));
         }
         for name in pickles {
-            let mut entry = zip.by_name(name).map_err(|e| read_err(path, e))?;
-            let mut data = Vec::new();
+            let entry = zip.by_name(name).map_err(|e| read_err(path, e))?;
+            let declared = entry.size();
+            if declared > MAX_PICKLE_BYTES {
+                return Err(read_err(
+                    path,
+                    format!(
+                        "{name} declares {declared} bytes uncompressed, more than the \
+                         {MAX_PICKLE_BYTES} a state dict's pickle can need: not a state dict \
+                         (or a decompression bomb)"
+                    ),
+                ));
+            }
+            // Never more than declared: a stream that expands further is refused unread.
+            let mut data = Vec::with_capacity(declared as usize);
             entry
+                .take(declared + 1)
                 .read_to_end(&mut data)
-                .map_err(|e| read_err(path, format!("{name}: {e} (truncated archive?)")))?;
+                .map_err(|e| {
+                    let why = if e.kind() == std::io::ErrorKind::OutOfMemory {
+                        "out of memory"
+                    } else {
+                        "truncated or damaged archive?"
+                    };
+                    read_err(path, format!("{name}: {e} ({why})"))
+                })?;
+            if data.len() as u64 > declared {
+                return Err(read_err(
+                    path,
+                    format!(
+                        "{name} expands beyond the {declared} bytes its archive entry declares \
+                         (a damaged archive or a decompression bomb)"
+                    ),
+                ));
+            }
             pickle_scan::scan(&data).map_err(unsafe_err)?;
         }
         return Ok(());
+    }
+    let bytes = std::fs::read(path).map_err(|e| read_err(path, e))?;
+    // A pickle stream starts with its protocol (0x80, then 2..=5).
+    let pickle_start =
+        bytes.first() == Some(&0x80) && bytes.get(1).is_some_and(|p| (2..=5).contains(p));
+    if !bytes.is_empty() && !pickle_start {
+        return Err(read_err(
+            path,
+            "not a PyTorch checkpoint: neither a torch.save zip archive nor a pickle stream \
+             (give a .pt/.pth written by torch.save, or a .safetensors file)",
+        ));
     }
     // Legacy stream: magic, protocol, system info, the object, the storage keys.
     let mut pos = 0;
@@ -131,6 +178,12 @@ fn to_f32(dtype: PtType, bytes: &[u8]) -> Option<Vec<f32>> {
 
 /// Reads every tensor of a PyTorch (`.pt`, `.pth`) or safetensors file.
 pub fn read_source(path: &Path) -> Result<BTreeMap<String, SourceTensor>, InteropError> {
+    if path.is_dir() {
+        return Err(read_err(
+            path,
+            "is a directory; give the checkpoint file inside it",
+        ));
+    }
     if !path.is_file() {
         return Err(read_err(path, "file not found"));
     }

@@ -56,8 +56,8 @@ impl Cnn {
         for &(out_ch, stride) in layers {
             features.push(ConvBnRelu::new(device, in_ch, out_ch, stride));
             in_ch = out_ch;
-            h = (h + 2 - 3) / stride + 1;
-            w = (w + 2 - 3) / stride + 1;
+            h = (h + 2).saturating_sub(3) / stride + 1;
+            w = (w + 2).saturating_sub(3) / stride + 1;
         }
         let head_in = if flatten { in_ch * h * w } else { in_ch };
         Cnn {

@@ -10,7 +10,7 @@ mod weights;
 mod wide_resnet;
 
 pub use layers::Activation;
-pub use weights::{load_model, peek_spec, save_model, WeightsError};
+pub use weights::{check_expected, load_model, peek_spec, save_model, WeightsError};
 pub use wide_resnet::WrnForm;
 
 use crate::data::{DatasetKind, ImageShape};
@@ -166,6 +166,21 @@ impl ModelSpec {
         self.name.parse()
     }
 
+    /// Refuses a model too large to build: at least [`MAX_PARAMETERS`] parameters (ten times
+    /// WRN-70-16's), e.g. `wrn-1000-1000`, which would try to allocate terabytes.
+    pub fn check_size(&self) -> Result<(), String> {
+        let arch = self.arch().map_err(|e| e.to_string())?;
+        let least = least_parameters(arch, self);
+        if least > MAX_PARAMETERS {
+            return Err(format!(
+                "{} would have at least {least} parameters, more than the {MAX_PARAMETERS} rslad \
+                 builds; choose a smaller depth or width",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
     /// Builds a freshly initialised model (weights from the device's seeded RNG).
     pub fn build(&self, device: &Device) -> Result<Model, UnknownModel> {
         let arch = self.arch()?;
@@ -195,6 +210,51 @@ impl ModelSpec {
         };
         model.visit(&mut Materialize);
         Ok(model)
+    }
+}
+
+/// Largest model rslad builds, in parameters.
+pub const MAX_PARAMETERS: u128 = 3_000_000_000;
+
+/// A lower bound on the parameters of `arch` built for `spec` (weights of the convolutions
+/// that dominate it and of the classifier), computed without building anything: a checkpoint
+/// whose tensors hold fewer values cannot be for that model.
+pub(crate) fn least_parameters(arch: Arch, spec: &ModelSpec) -> u128 {
+    let classes = spec.num_classes as u128;
+    let channels = spec.input.channels as u128;
+    match arch {
+        Arch::CnnSmall | Arch::CnnLarge => {
+            let layers = if arch == Arch::CnnSmall {
+                cnn::SMALL
+            } else {
+                cnn::LARGE
+            };
+            let [mut h, mut w] = [spec.input.height as u128, spec.input.width as u128];
+            let mut in_ch = channels;
+            let mut convs = 0u128;
+            for &(out_ch, stride) in layers {
+                convs += 9 * in_ch * out_ch as u128;
+                in_ch = out_ch as u128;
+                let stride = stride as u128;
+                h = (h + 2).saturating_sub(3) / stride + 1;
+                w = (w + 2).saturating_sub(3) / stride + 1;
+            }
+            convs + in_ch * h * w * classes
+        }
+        Arch::ResNet(depth) => {
+            let features = if depth >= 50 { 2048 } else { 512 };
+            features * classes
+        }
+        Arch::MobileNetV2 => 1280 * classes,
+        Arch::WideResNet { depth, widen, .. } => {
+            let blocks = ((depth.saturating_sub(4)) / 6) as u128;
+            let k = widen as u128;
+            let convs: u128 = [16 * k, 32 * k, 64 * k]
+                .iter()
+                .map(|&w| blocks * 9 * w * w)
+                .sum();
+            convs + 64 * k * classes
+        }
     }
 }
 

@@ -66,6 +66,11 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, WeightsError> {
         path: path.to_path_buf(),
         detail,
     };
+    if path.is_dir() {
+        return Err(corrupt(
+            "is a directory; give the checkpoint file (.safetensors) inside it".into(),
+        ));
+    }
     let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => WeightsError::Missing {
             path: path.to_path_buf(),
@@ -103,7 +108,10 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, WeightsError> {
         if name == "__metadata__" {
             if let Some(map) = value.as_object() {
                 for (k, v) in map {
-                    metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                    let text = v
+                        .as_str()
+                        .ok_or_else(|| corrupt(format!("metadata {k} is {v}, not a string")))?;
+                    metadata.insert(k.clone(), text.to_string());
                 }
             }
             continue;
@@ -113,11 +121,44 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, WeightsError> {
             .as_array()
             .ok_or_else(|| corrupt(format!("tensor {name} has no shape")))?
             .iter()
-            .map(|d| d.as_u64().unwrap_or(0) as usize)
-            .collect();
-        let end = value["data_offsets"][1]
-            .as_u64()
-            .ok_or_else(|| corrupt(format!("tensor {name} has no data offsets")))?;
+            .map(|d| {
+                d.as_u64()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "tensor {name} has dimension {d}, not a size (0 or more)"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let offset = |i: usize| {
+            value["data_offsets"][i]
+                .as_u64()
+                .ok_or_else(|| corrupt(format!("tensor {name} has no data offsets")))
+        };
+        let (start, end) = (offset(0)?, offset(1)?);
+        // The declared shape must be backed by the bytes it claims: the file's size then
+        // bounds everything built from its header.
+        let elements = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        let bytes = elements.and_then(|n| dtype_size(&dtype).and_then(|b| n.checked_mul(b)));
+        match bytes {
+            Some(b) if end.checked_sub(start) == Some(b) => {}
+            Some(b) => {
+                return Err(corrupt(format!(
+                    "tensor {name} ({dtype} {shape:?}) needs {b} bytes, its offsets \
+                     [{start}, {end}] hold {}",
+                    end as i128 - start as i128
+                )))
+            }
+            None if elements.is_none() => {
+                return Err(corrupt(format!(
+                    "tensor {name} has shape {shape:?}, too large to exist"
+                )))
+            }
+            None => {} // a dtype rslad does not read: reported by the tensor comparison
+        }
         data_end = data_end.max(end);
         tensors.insert(name, (dtype, shape));
     }
@@ -130,23 +171,77 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, WeightsError> {
     Ok(Header { tensors, metadata })
 }
 
-/// The spec recorded in an rslad checkpoint.
+/// Bytes per element of a safetensors dtype.
+fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "F64" | "I64" | "U64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+        _ => return None,
+    })
+}
+
+/// The spec recorded in an rslad checkpoint, checked against the file (see [`spec_of`]).
 pub fn peek_spec(path: &Path) -> Result<ModelSpec, WeightsError> {
     let header = read_header(path)?;
     spec_of(path, &header)
 }
 
+/// Largest input side, channel count and class count a checkpoint may declare: far beyond
+/// any dataset rslad reads, far below what would exhaust memory when the model is built.
+const MAX_SIDE: usize = 4096;
+const MAX_CHANNELS: usize = 64;
+const MAX_CLASSES: usize = 100_000;
+
+/// The recorded spec, checked before anything is built from it: a known model, a sane input
+/// and class count, and no more parameters than the file's tensors hold (a header cannot make
+/// rslad allocate more than the file's own size, give or take the model's constant factor).
 fn spec_of(path: &Path, header: &Header) -> Result<ModelSpec, WeightsError> {
+    let bad = |detail: String| WeightsError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("bad {SPEC_KEY} metadata: {detail}"),
+    };
     let raw = header
         .metadata
         .get(SPEC_KEY)
         .ok_or_else(|| WeightsError::NoSpec {
             path: path.to_path_buf(),
         })?;
-    serde_json::from_str(raw).map_err(|e| WeightsError::Corrupt {
-        path: path.to_path_buf(),
-        detail: format!("bad {SPEC_KEY} metadata: {e}"),
-    })
+    let spec: ModelSpec = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+    let arch = spec.arch().map_err(|e| bad(e.to_string()))?;
+    let s = spec.input;
+    if !(1..=MAX_SIDE).contains(&s.height) || !(1..=MAX_SIDE).contains(&s.width) {
+        return Err(bad(format!(
+            "input height x width {}x{} is outside 1..={MAX_SIDE}",
+            s.height, s.width
+        )));
+    }
+    if !(1..=MAX_CHANNELS).contains(&s.channels) {
+        return Err(bad(format!(
+            "{} input channels is outside 1..={MAX_CHANNELS}",
+            s.channels
+        )));
+    }
+    if !(1..=MAX_CLASSES).contains(&spec.num_classes) {
+        return Err(bad(format!(
+            "{} classes is outside 1..={MAX_CLASSES}",
+            spec.num_classes
+        )));
+    }
+    let in_file: u128 = header
+        .tensors
+        .values()
+        .map(|(_, shape)| shape.iter().map(|&d| d as u128).product::<u128>())
+        .sum();
+    let least = super::least_parameters(arch, &spec);
+    if least > in_file {
+        return Err(bad(format!(
+            "{} needs at least {least} parameters, but the file's tensors hold {in_file} values",
+            describe(&spec)
+        )));
+    }
+    Ok(spec)
 }
 
 /// Names and shapes of every tensor a model saves.
@@ -184,6 +279,24 @@ pub(crate) fn compare_tensors(
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
+/// A checkpoint's spec (`found`, from [`peek_spec`]) is for the `expected` model: same
+/// architecture, input shape and classes.
+pub fn check_expected(
+    path: &Path,
+    found: &ModelSpec,
+    expected: &ModelSpec,
+) -> Result<(), WeightsError> {
+    let same_arch = expected.arch().ok() == found.arch().ok();
+    if !same_arch || expected.input != found.input || expected.num_classes != found.num_classes {
+        return Err(WeightsError::WrongModel {
+            path: path.to_path_buf(),
+            found: describe(found),
+            expected: describe(expected),
+        });
+    }
+    Ok(())
+}
+
 /// Loads an rslad checkpoint onto `device`. With `expected`, the checkpoint must be for that
 /// model (same architecture, input shape and classes).
 pub fn load_model(
@@ -194,16 +307,12 @@ pub fn load_model(
     let header = read_header(path)?;
     let spec = spec_of(path, &header)?;
     if let Some(expected) = expected {
-        let same_arch = expected.arch().ok() == spec.arch().ok();
-        if !same_arch || expected.input != spec.input || expected.num_classes != spec.num_classes {
-            return Err(WeightsError::WrongModel {
-                path: path.to_path_buf(),
-                found: describe(&spec),
-                expected: describe(expected),
-            });
-        }
+        check_expected(path, &spec, expected)?;
     }
-    let mut model = spec.build(device)?;
+    let mut model = spec.build(device).map_err(|e| WeightsError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     if let Some(details) = compare_tensors(&header.tensors, &model_tensors(&model)) {
         return Err(WeightsError::Mismatch {
             path: path.to_path_buf(),

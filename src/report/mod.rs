@@ -60,6 +60,32 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// [`read_json`] for a file that may be absent (a cell not run yet); a file that is there but
+/// cannot be read is a warning, never a silently missing row.
+fn read_json_or_warn<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Option<T> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warnings.push(format!("{}: unreadable ({e}); left out", path.display()));
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warnings.push(format!(
+                "{}: not a valid rslad file ({e}); left out",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
 fn columns(r: &EvalResults) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     m.insert("Clean".to_string(), r.clean_accuracy);
@@ -95,12 +121,15 @@ type CellGroups = BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, Cell
 /// Collects the cells of experiment directories (`DIR/cells/*`) into a report.
 pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
     let mut groups: CellGroups = BTreeMap::new();
+    let mut warnings = Vec::new();
     for dir in dirs {
         let cells = dir.join("cells");
         let entries = std::fs::read_dir(&cells)
             .map_err(|e| format!("{}: {e} (not an experiment directory?)", cells.display()))?;
         for e in entries.flatten() {
-            let Some(rec) = read_json::<CellRecord>(&e.path().join("cell.json")) else {
+            let Some(rec) =
+                read_json_or_warn::<CellRecord>(&e.path().join("cell.json"), &mut warnings)
+            else {
                 continue;
             };
             let order = match rec.cell.role {
@@ -123,7 +152,10 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
                 .push((rec.cell.seed, e.path(), rec));
         }
     }
-    let mut report = Report::default();
+    let mut report = Report {
+        warnings,
+        ..Report::default()
+    };
     let mut for_stats = Vec::new();
     for ((_, model, method, role), members) in groups.iter_mut() {
         // Seed order, not directory order: "the first seed" is then seed order's first.
@@ -135,7 +167,9 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
         ] {
             let (seeds, results): (Vec<u64>, Vec<EvalResults>) = members
                 .iter()
-                .filter_map(|(s, p, _)| Some((*s, read_json(&p.join(file))?)))
+                .filter_map(|(s, p, _)| {
+                    Some((*s, read_json_or_warn(&p.join(file), &mut report.warnings)?))
+                })
                 .unzip();
             if results.is_empty() {
                 continue;
@@ -487,7 +521,9 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
     if shards.is_empty() {
         return Err("no shards to merge".into());
     }
-    shards.sort_by_key(|s| s.example_ids.first().copied().unwrap_or(0));
+    for (i, s) in shards.iter().enumerate() {
+        check_shard(s).map_err(|e| format!("shard {} ({}): {e}", i + 1, shard_name(s)))?;
+    }
     let first = shards[0].clone();
     for s in &shards[1..] {
         let same = s.checkpoint_sha256 == first.checkpoint_sha256
@@ -498,19 +534,93 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
                 .map(|a| (&a.name, &a.settings))
                 .eq(first.attacks.iter().map(|a| (&a.name, &a.settings)));
         if !same {
+            let mut differ = Vec::new();
+            if s.checkpoint_sha256 != first.checkpoint_sha256 {
+                differ.push("checkpoint (SHA-256)".to_string());
+            }
+            if s.eps != first.eps {
+                differ.push(format!("eps ({} vs {})", first.eps, s.eps));
+            }
+            if s.seed != first.seed {
+                differ.push(format!("seed ({} vs {})", first.seed, s.seed));
+            }
+            let names = |r: &EvalResults| r.attacks.iter().map(|a| a.name.clone()).collect();
+            let (a, b): (Vec<String>, Vec<String>) = (names(&first), names(s));
+            if a != b {
+                differ.push(format!("attacks ({a:?} vs {b:?})"));
+            } else if differ.is_empty() {
+                differ.push("attack settings".into());
+            }
             return Err(format!(
-                "shards of different evaluations (checkpoint, eps, seed or attacks differ): {:?} vs {:?}",
-                first.checkpoint, s.checkpoint
+                "shards of different evaluations: {} differ between {} and {}",
+                differ.join(", "),
+                shard_name(&first),
+                shard_name(s)
             ));
         }
     }
+    // An empty shard (more shards than examples) adds nothing; at least one must hold some.
+    shards.retain(|s| !s.example_ids.is_empty());
+    if shards.is_empty() {
+        return Err("every shard is empty: no examples were evaluated".into());
+    }
+    shards.sort_by_key(|s| s.example_ids[0]);
+    // Stages: a shard none of whose examples was attacked (all misclassified) ran no stage;
+    // its examples are not robust at any stage. Otherwise every shard has the same stages.
+    for k in 0..first.attacks.len() {
+        let names = |s: &EvalResults| -> Vec<String> {
+            s.attacks[k]
+                .stages
+                .iter()
+                .map(|st| st.name.clone())
+                .collect()
+        };
+        let reference = shards
+            .iter()
+            .map(names)
+            .find(|n| !n.is_empty())
+            .unwrap_or_default();
+        for s in shards.iter_mut() {
+            let name = shard_name(s);
+            let a = &mut s.attacks[k];
+            if a.stages.is_empty() && !reference.is_empty() {
+                if a.robust.contains('1') {
+                    return Err(format!(
+                        "{name}: {} has robust examples but no stages, while other shards have {}",
+                        a.name,
+                        reference.len()
+                    ));
+                }
+                a.stages = reference
+                    .iter()
+                    .map(|name| StageResult {
+                        name: name.clone(),
+                        robust_accuracy: 0.0,
+                        robust: a.robust.clone(),
+                    })
+                    .collect();
+            }
+        }
+        for s in &shards {
+            if names(s) != reference {
+                return Err(format!(
+                    "{}: {} has stages {:?}, another shard {:?}",
+                    shard_name(s),
+                    s.attacks[k].name,
+                    names(s),
+                    reference
+                ));
+            }
+        }
+    }
+    let first = shards[0].clone();
     let mut ids: Vec<u64> = shards.iter().flat_map(|s| s.example_ids.clone()).collect();
     let n = ids.len();
     ids.dedup();
     if ids.len() != n || ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err("shards overlap or are out of order".into());
     }
-    let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len().max(1) as f64;
+    let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len() as f64;
     let concat = |f: &dyn Fn(&EvalResults) -> String| -> Vec<bool> {
         shards.iter().flat_map(|s| from_bits(&f(s))).collect()
     };
@@ -559,6 +669,39 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
         }
     }
     Ok(merged)
+}
+
+fn shard_name(s: &EvalResults) -> String {
+    match (s.example_ids.first(), s.example_ids.last()) {
+        (Some(a), Some(b)) => format!("examples {a}..={b}"),
+        _ => "no examples".into(),
+    }
+}
+
+/// One shard is consistent: one outcome character ('0' or '1') per example id, for the clean
+/// pass, every attack and every stage.
+fn check_shard(s: &EvalResults) -> Result<(), String> {
+    let n = s.example_ids.len();
+    let check = |what: &str, flags: &str| {
+        if flags.chars().count() != n {
+            Err(format!(
+                "{what} has {} outcomes for {n} example ids (a damaged or edited result file)",
+                flags.chars().count()
+            ))
+        } else if let Some(c) = flags.chars().find(|c| *c != '0' && *c != '1') {
+            Err(format!("{what} has the outcome '{c}'; outcomes are 0 or 1"))
+        } else {
+            Ok(())
+        }
+    };
+    check("clean", &s.clean)?;
+    for a in &s.attacks {
+        check(&a.name, &a.robust)?;
+        for st in &a.stages {
+            check(&format!("{} stage {}", a.name, st.name), &st.robust)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -104,16 +104,84 @@ impl RunDir {
         let p = self.path("state.json");
         match std::fs::read_to_string(&p) {
             Ok(text) => {
-                serde_json::from_str(&text)
-                    .map(Some)
-                    .map_err(|e| CheckpointError::Corrupt {
-                        path: p,
+                let state: RunState =
+                    serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
+                        path: p.clone(),
                         detail: e.to_string(),
-                    })
+                    })?;
+                let mut names = vec![("weights", &state.weights), ("optimizer", &state.optimizer)];
+                if let Some(b) = &state.best {
+                    names.push(("best.file", &b.file));
+                }
+                for (field, name) in names {
+                    self.check_name(&p, field, name)?;
+                }
+                check_consistent(&state).map_err(|detail| CheckpointError::Corrupt {
+                    path: p.clone(),
+                    detail: format!(
+                        "{detail}: the file was edited or damaged; restore it or start the run \
+                         over in another --out"
+                    ),
+                })?;
+                Ok(Some(state))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&p)(e)),
         }
+    }
+
+    /// Every file the committed state names exists: checked before anything not named is
+    /// removed, so a damaged `state.json` never costs the checkpoints that are there.
+    pub fn check_committed_files(&self, state: &RunState) -> Result<(), CheckpointError> {
+        let mut names = vec![&state.weights, &state.optimizer];
+        if let Some(b) = &state.best {
+            names.push(&b.file);
+        }
+        for name in names.into_iter().filter(|n| !n.is_empty()) {
+            let p = self.path(name);
+            if !p.is_file() {
+                return Err(CheckpointError::Corrupt {
+                    path: self.path("state.json"),
+                    detail: format!(
+                        "names {}, which is missing: the run directory is incomplete (copied \
+                         in part?); nothing was removed",
+                        p.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A file name recorded in `state.json` must be a plain name in the run directory or its
+    /// `ckpt/` (what [`Self::commit_epoch`] writes): an absolute path, `..` or a link would make
+    /// a resume delete or copy files outside the run directory.
+    fn check_name(&self, state: &Path, field: &str, name: &str) -> Result<(), CheckpointError> {
+        if name.is_empty() && field != "best.file" {
+            return Ok(()); // nothing committed yet
+        }
+        let plain =
+            |n: &str| !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\\', '\0']);
+        let ok = match name.strip_prefix("ckpt/") {
+            Some(rest) => plain(rest),
+            None => plain(name),
+        };
+        let corrupt = |why: &str| CheckpointError::Corrupt {
+            path: state.to_path_buf(),
+            detail: format!(
+                "{field} \"{name}\" {why}; a state.json names only files inside the run \
+                 directory (or its ckpt/). Remove the run directory's state.json to start over"
+            ),
+        };
+        if !ok {
+            return Err(corrupt("is not a plain file name"));
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(self.path(name)) {
+            if meta.file_type().is_symlink() {
+                return Err(corrupt("is a symbolic link"));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the files of a finished epoch, then commits them with `state.json`, then derives
@@ -170,12 +238,10 @@ impl RunDir {
     /// `last.safetensors`, `best.safetensors` and `metrics.jsonl` from the committed state.
     pub fn derive_user_files(&self, state: &RunState) -> Result<(), CheckpointError> {
         if !state.weights.is_empty() {
-            let last = self.path("last.safetensors");
-            copy_atomic(&self.path(&state.weights), &last).map_err(io_err(&last))?;
+            self.copy_committed(&state.weights, "last.safetensors")?;
         }
         if let Some(best) = &state.best {
-            let p = self.path("best.safetensors");
-            copy_atomic(&self.path(&best.file), &p).map_err(io_err(&p))?;
+            self.copy_committed(&best.file, "best.safetensors")?;
         }
         let mut lines = String::new();
         for m in &state.metrics {
@@ -185,8 +251,18 @@ impl RunDir {
         self.write_text("metrics.jsonl", &lines)
     }
 
-    /// Removes checkpoint files no committed state refers to (left by a crash mid-epoch).
+    /// Copies a committed file onto a user-facing name; an error names the file that could
+    /// not be read, or the one that could not be written.
+    fn copy_committed(&self, from: &str, to: &str) -> Result<(), CheckpointError> {
+        let (from, to) = (self.path(from), self.path(to));
+        let bytes = std::fs::read(&from).map_err(io_err(&from))?;
+        write_atomic(&to, &bytes).map_err(io_err(&to))
+    }
+
+    /// Removes checkpoint files no committed state refers to (left by a crash mid-epoch), and
+    /// the temporary files of atomic writes a kill interrupted.
     pub fn remove_stale(&self, state: Option<&RunState>) {
+        crate::io::remove_temp_files(&self.root);
         let keep: Vec<String> = state
             .map(|s| {
                 let mut v = vec![s.weights.clone(), s.optimizer.clone()];
@@ -223,6 +299,7 @@ impl RunDir {
         sgd.velocity = load_velocity(
             &self.path(&state.optimizer),
             &device.clone().without_autodiff(),
+            &super::sgd::parameter_sizes(&model),
         )?;
         Ok(model)
     }
@@ -262,18 +339,32 @@ fn save_velocity(sgd: &Sgd, path: &Path) -> Result<(), CheckpointError> {
     write_atomic(path, &bytes).map_err(io_err(path))
 }
 
+/// Reads the optimizer state; every tensor must be the F32 velocity of one of the model's
+/// parameters (`sizes`, by path), with its element count.
 fn load_velocity(
     path: &Path,
     device: &Device,
+    sizes: &BTreeMap<String, usize>,
 ) -> Result<BTreeMap<String, Tensor<1>>, CheckpointError> {
+    let corrupt = |detail: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("not this run's optimizer state: {detail}"),
+    };
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let st =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Corrupt {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
+        let expected = sizes
+            .get(&name)
+            .ok_or_else(|| corrupt(format!("{name} is no parameter of the model")))?;
+        let n: usize = view.shape().iter().product();
+        if view.dtype() != Dtype::F32 || n != *expected || view.shape().len() != 1 {
+            return Err(corrupt(format!(
+                "{name} is {:?} {:?}, the parameter has {expected} F32 values",
+                view.dtype(),
+                view.shape()
+            )));
+        }
         let data: Vec<f32> = view
             .data()
             .chunks_exact(4)
@@ -283,4 +374,39 @@ fn load_velocity(
         out.insert(name, Tensor::from_data(TensorData::new(data, [n]), device));
     }
     Ok(out)
+}
+
+/// The counters and the history of a state agree with one another.
+fn check_consistent(s: &RunState) -> Result<(), String> {
+    if s.metrics.len() != s.epochs_done {
+        return Err(format!(
+            "epochs_done is {} but the history has {} epochs",
+            s.epochs_done,
+            s.metrics.len()
+        ));
+    }
+    if s.next_epoch != s.epochs_done {
+        return Err(format!(
+            "next_epoch {} differs from epochs_done {}",
+            s.next_epoch, s.epochs_done
+        ));
+    }
+    if let Some((i, m)) = s.metrics.iter().enumerate().find(|(i, m)| m.epoch != i + 1) {
+        return Err(format!("history entry {} is for epoch {}", i + 1, m.epoch));
+    }
+    if s.epochs_done > 0 && (s.weights.is_empty() || s.optimizer.is_empty()) {
+        return Err(format!(
+            "{} epochs are done but no weights or optimizer state are named",
+            s.epochs_done
+        ));
+    }
+    if let Some(b) = &s.best {
+        if b.epoch == 0 || b.epoch > s.epochs_done {
+            return Err(format!(
+                "the best epoch {} is not among the {} done",
+                b.epoch, s.epochs_done
+            ));
+        }
+    }
+    Ok(())
 }

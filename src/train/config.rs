@@ -210,7 +210,7 @@ impl TrainOverrides {
                  `rslad import` converts PyTorch ones) and --teacher-model NAME"
             ));
         }
-        Ok(TrainConfig {
+        let config = TrainConfig {
             dataset,
             data_dir: self.data_dir,
             train_limit: self.train_limit,
@@ -233,8 +233,15 @@ impl TrainOverrides {
             backend: crate::backend::describe(),
             rslad_version: env!("CARGO_PKG_VERSION").to_string(),
             method: m,
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
+}
+
+/// A setting as both the flag and the TOML key spell it: `--eval-batch-size (eval_batch_size)`.
+fn setting(key: &str) -> String {
+    format!("--{} ({key})", key.replace('_', "-"))
 }
 
 /// RSLAD's 215/260/285 of 300 epochs, scaled to `epochs`.
@@ -253,6 +260,135 @@ impl TrainConfig {
     pub fn lr_at(&self, epoch: usize) -> f64 {
         let passed = self.milestones.iter().filter(|&&m| m <= epoch).count();
         self.lr * self.gamma.powi(passed as i32)
+    }
+
+    /// Checks every value, as given on the command line, in a TOML file or recorded in a run
+    /// directory's `config.toml` (a resumed run is checked like a new one).
+    pub fn validate(&self) -> Result<(), String> {
+        let at_least_one = |key: &str, v: usize| {
+            if v == 0 {
+                Err(format!("{} is 0; it must be at least 1", setting(key)))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("epochs", self.epochs)?;
+        at_least_one("batch_size", self.batch_size)?;
+        at_least_one("eval_batch_size", self.eval_batch_size)?;
+        for (key, limit) in [
+            ("train_limit", self.train_limit),
+            ("test_limit", self.test_limit),
+        ] {
+            if limit == Some(0) {
+                return Err(format!(
+                    "{} is 0: no images would be used; leave it out to use all of them",
+                    setting(key)
+                ));
+            }
+        }
+        if self.method.is_robust() {
+            at_least_one("monitor_examples", self.monitor_examples)
+                .map_err(|e| format!("{e} (the per-epoch robust accuracy needs test images)"))?;
+        }
+        let arch = self
+            .model
+            .parse::<Arch>()
+            .map_err(|e| format!("model: {e}"))?;
+        crate::models::ModelSpec::for_dataset(arch, self.dataset)
+            .check_size()
+            .map_err(|e| format!("{}: {e}", setting("model")))?;
+        if !crate::methods::METHODS.contains(&self.method.name.as_str()) {
+            return Err(format!(
+                "unknown method '{}'; known: {}",
+                self.method.name,
+                crate::methods::METHODS.join(", ")
+            ));
+        }
+        let finite = |key: &str, v: f64, ok: bool, want: &str| {
+            if v.is_finite() && ok {
+                Ok(())
+            } else {
+                Err(format!("{} {v} must be {want}", setting(key)))
+            }
+        };
+        finite("lr", self.lr, self.lr > 0.0, "positive")?;
+        finite(
+            "momentum",
+            self.momentum,
+            (0.0..1.0).contains(&self.momentum),
+            "in [0, 1) (0.9 in the paper)",
+        )?;
+        finite(
+            "weight_decay",
+            self.weight_decay,
+            self.weight_decay >= 0.0,
+            "0 or positive (2e-4 in the paper)",
+        )?;
+        finite(
+            "gamma",
+            self.gamma,
+            self.gamma > 0.0,
+            "positive (the learning rate is multiplied by it at each milestone; 0.1 in the paper)",
+        )?;
+        if self.milestones.windows(2).any(|w| w[0] > w[1]) {
+            return Err(format!(
+                "{} {:?} must be in increasing order (epochs counted from 0)",
+                setting("milestones"),
+                self.milestones
+            ));
+        }
+        let m = &self.method;
+        finite(
+            "eps",
+            m.eps,
+            (0.0..=1.0).contains(&m.eps),
+            "in [0, 1]: eps is on the [0,1] pixel scale (8/255 ≈ 0.0314)",
+        )?;
+        if m.is_robust() {
+            finite(
+                "eps",
+                m.eps,
+                m.eps > 0.0,
+                "positive for a robust method (eps 0 is natural training)",
+            )?;
+            at_least_one("attack_steps", m.attack_steps)
+                .map_err(|e| format!("{e} (method {} trains against an attack)", m.name))?;
+            finite(
+                "attack_step_size",
+                m.attack_step_size,
+                m.attack_step_size > 0.0,
+                "positive (a negative step descends the loss)",
+            )?;
+        }
+        finite("beta", m.beta, m.beta >= 0.0, "0 or positive")?;
+        finite(
+            "alpha",
+            m.alpha,
+            (0.0..=1.0).contains(&m.alpha),
+            "in [0, 1]",
+        )?;
+        finite(
+            "temperature",
+            m.temperature,
+            m.temperature > 0.0,
+            "positive",
+        )?;
+        if m.name == "iad" && m.iad_begin >= self.epochs {
+            return Err(format!(
+                "{} {} is not before the last epoch ({} epochs, counted from 0): IAD's \
+                 introspection term would never start",
+                setting("iad_begin"),
+                m.iad_begin,
+                self.epochs
+            ));
+        }
+        if m.needs_teacher() && self.teacher.is_none() {
+            return Err(format!(
+                "method {} distills a teacher: pass --teacher FILE and --teacher-model NAME",
+                m.name
+            ));
+        }
+        Ok(())
     }
 
     pub fn to_toml(&self) -> String {

@@ -38,6 +38,25 @@ pub enum TrainError {
         batch: usize,
         value: f32,
     },
+    #[error(
+        "the weights became non-finite (NaN or infinite) in epoch {epoch} (first: {tensor}): \
+         training diverged and the epoch was not committed. The run directory keeps the last \
+         finished epoch; lower --lr or check --momentum, --weight-decay and the data"
+    )]
+    NonFiniteWeights { epoch: usize, tensor: String },
+}
+
+/// The first tensor of `model` (parameters and BatchNorm statistics) holding a NaN or an
+/// infinity.
+fn first_non_finite(model: &Model) -> Option<String> {
+    use burn::store::ModuleSnapshot;
+    model.collect(None, None, true).into_iter().find_map(|t| {
+        let bytes = t.to_bytes().ok()?;
+        bytes
+            .chunks_exact(4)
+            .any(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+            .then(|| t.name.clone())
+    })
 }
 
 /// What the loop reports while it runs (the CLI draws progress bars from it).
@@ -78,6 +97,12 @@ pub fn monitor(
         device,
         target: &model.spec,
     };
+    if eps <= 0.0 {
+        // No threat: robust accuracy is clean accuracy (and a zero step is no attack option).
+        let (clean, _) = eval::clean_pass(&model.valid(), data, batch_size, device);
+        let acc = clean.iter().filter(|&&b| b).count() as f64 / clean.len().max(1) as f64;
+        return (acc, acc);
+    }
     let step = eps * attacks::TRADES_STEP_RATIO;
     let attack = attacks::parse_list(&format!("pgd-sat:step={step}"), &ctx)
         .expect("monitor attack")
@@ -124,15 +149,25 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
         )),
         None => None,
     };
-    let teacher = load_model(path, device, expected.as_ref()).map_err(|e| err(e.to_string()))?;
+    // The recorded spec must fit the dataset before the teacher is built.
+    // A weights error names the file itself; the message names it once.
+    let file_err = |e: crate::models::WeightsError| {
+        let text = e.to_string();
+        let prefix = format!("{}: ", path.display());
+        err(text.strip_prefix(&prefix).unwrap_or(&text).to_string())
+    };
+    let found = crate::models::peek_spec(path).map_err(file_err)?;
+    if let Some(expected) = &expected {
+        crate::models::check_expected(path, &found, expected).map_err(file_err)?;
+    }
     let want = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
-    if teacher.spec.input != want.input || teacher.spec.num_classes != want.num_classes {
+    if found.input != want.input || found.num_classes != want.num_classes {
         return Err(err(format!(
             "it takes {}x{}x{} images with {} classes, but {} has {}x{}x{} with {}",
-            teacher.spec.input.channels,
-            teacher.spec.input.height,
-            teacher.spec.input.width,
-            teacher.spec.num_classes,
+            found.input.channels,
+            found.input.height,
+            found.input.width,
+            found.num_classes,
             cfg.dataset,
             want.input.channels,
             want.input.height,
@@ -140,6 +175,8 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
             want.num_classes
         )));
     }
+    let teacher =
+        load_model(path, device, Some(expected.as_ref().unwrap_or(&found))).map_err(file_err)?;
     // Eval mode, plain device: no gradients, running statistics.
     Ok(Some(teacher.valid()))
 }
@@ -226,6 +263,7 @@ pub fn run(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<RunState, TrainError> {
+    cfg.validate().map_err(TrainError::Config)?;
     let dir = RunDir::new(&cfg.out);
     std::fs::create_dir_all(&cfg.out).map_err(|e| checkpoint::CheckpointError::Io {
         path: cfg.out.clone(),
@@ -266,6 +304,9 @@ pub fn run(
     let ad = device.clone().autodiff();
     let mut sgd = sgd::Sgd::new(cfg.momentum, cfg.weight_decay);
     let previous = dir.read_state()?;
+    if let Some(state) = &previous {
+        dir.check_committed_files(state)?;
+    }
     dir.remove_stale(previous.as_ref());
     let (mut model, mut state) = match previous {
         Some(state) if state.epochs_done > 0 => {
@@ -414,6 +455,14 @@ pub fn run(
             Some(b) if b.metric >= metric => None,
             _ => Some(metric),
         };
+        // A step can leave non-finite weights without a non-finite loss (the last batch of an
+        // epoch): such weights are never committed as a finished epoch.
+        if let Some(name) = first_non_finite(&valid) {
+            return Err(TrainError::NonFiniteWeights {
+                epoch: epoch + 1,
+                tensor: name,
+            });
+        }
         state.metrics.push(metrics.clone());
         state.epochs_done = epoch + 1;
         state.next_epoch = epoch + 1;

@@ -37,6 +37,33 @@ impl Sgd {
     }
 }
 
+/// Element count of every parameter, keyed by its path as the velocity is (to check a
+/// velocity read from disk against the model before it is used).
+pub fn parameter_sizes<M: Module>(module: &M) -> BTreeMap<String, usize> {
+    struct Sizes {
+        path: Vec<String>,
+        out: BTreeMap<String, usize>,
+    }
+    impl burn::module::ModuleVisitor for Sizes {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.out
+                .insert(self.path.join("."), param.val().shape().num_elements());
+        }
+    }
+    let mut v = Sizes {
+        path: Vec::new(),
+        out: BTreeMap::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
+
 struct SgdMapper<'a> {
     sgd: &'a mut Sgd,
     grads: GradientsParams,

@@ -240,8 +240,17 @@ pub fn robust_model(
         .map_err(|e: crate::models::UnknownModel| e.to_string())?;
     let kind = DatasetKind::FashionMnist;
     let spec = ModelSpec::for_dataset(arch, kind);
+    // Another data folder (a test's fake data) gets its own cached model.
+    let data = match &cfg.data_dir {
+        Some(dir) => {
+            use sha2::{Digest, Sha256};
+            let h = Sha256::digest(dir.display().to_string().as_bytes());
+            format!("-data{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+        }
+        None => String::new(),
+    };
     let path = cfg.cache_dir.join(format!(
-        "{}-{}-sat-{}x{}-seed{}.safetensors",
+        "{}-{}{data}-sat-{}x{}-seed{}.safetensors",
         spec.name,
         kind.name(),
         cfg.train_steps,

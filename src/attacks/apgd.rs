@@ -35,6 +35,10 @@ pub struct Apgd {
     /// ρ: halve the step when the loss rose in fewer than this share of the steps.
     pub rho: f64,
     pub seed: u64,
+    /// Most rows (example × target class) stacked into one batch: targets beyond it run in
+    /// later rounds, on the examples still robust (1: one target at a time, as the reference).
+    #[serde(skip)]
+    pub stack_rows: usize,
 }
 
 impl Apgd {
@@ -48,6 +52,7 @@ impl Apgd {
             target_classes: 9,
             rho: 0.75,
             seed,
+            stack_rows: MAX_ROWS,
         }
     }
 
@@ -204,7 +209,7 @@ impl Apgd {
     }
 
     /// Runs on the examples not settled yet, all target classes stacked into one batch (up to
-    /// [`MAX_ROWS`] rows; more targets go in later rounds on what is still robust).
+    /// `stack_rows` rows; more targets go in later rounds on what is still robust).
     #[allow(clippy::too_many_arguments)]
     fn run_restart(
         &self,
@@ -223,7 +228,7 @@ impl Apgd {
         let n = c * h * w;
         let mut settled: Vec<Option<Vec<f32>>> = vec![None; b];
         let groups = targets.len().max(1);
-        let per_round = (MAX_ROWS / b.max(1)).clamp(1, groups);
+        let per_round = (self.stack_rows / b.max(1)).clamp(1, groups);
         let total = groups * self.iterations;
         let label = self.label.clone();
         let mut first = 0;
@@ -308,8 +313,7 @@ impl Apgd {
     }
 }
 
-/// Rows stacked per (example, target) in the batch of one APGD run, dropped together.
-/// Stack at most this many rows in one targeted run (memory of the autodiff graph).
+/// Stack at most this many rows in one targeted run by default (memory of the autograd graph).
 const MAX_ROWS: usize = 512;
 
 /// Per-row state of an APGD run.

@@ -24,6 +24,10 @@ pub struct Fab {
     pub eta: f64,
     pub beta: f64,
     pub seed: u64,
+    /// Most rows (example × target class) stacked into one batch: targets beyond it run in
+    /// later rounds, on the examples still robust (1: one target at a time, as the reference).
+    #[serde(skip)]
+    pub stack_rows: usize,
 }
 
 impl Fab {
@@ -38,6 +42,7 @@ impl Fab {
             eta: 1.05,
             beta: 0.9,
             seed,
+            stack_rows: MAX_ROWS,
         }
     }
 
@@ -175,7 +180,7 @@ impl Fab {
     }
 
     /// One restart on the examples not fooled yet: every target class stacked into one batch
-    /// (up to [`MAX_ROWS`] rows; further targets in later rounds on what is still robust).
+    /// (up to `stack_rows` rows; further targets in later rounds on what is still robust).
     #[allow(clippy::too_many_arguments)]
     fn run_restart(
         &self,
@@ -194,7 +199,7 @@ impl Fab {
         let x0 = to_f32s(xs.clone());
         let labels = to_i64s(ys.clone());
         let ranks: Vec<usize> = (1..=self.target_classes.min(classes - 1)).collect();
-        let per_round = (MAX_ROWS / b.max(1)).clamp(1, ranks.len().max(1));
+        let per_round = (self.stack_rows / b.max(1)).clamp(1, ranks.len().max(1));
         let total = ranks.len() * self.iterations;
         let label = self.label.clone();
         let mut settled: Vec<Option<Vec<f32>>> = vec![None; b];
@@ -274,7 +279,8 @@ impl Fab {
     }
 }
 
-/// Stack at most this many rows (example × target) in one run (memory of the autodiff graph).
+/// Stack at most this many rows (example × target) in one run by default (memory of the
+/// autodiff graph).
 const MAX_ROWS: usize = 512;
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -242,6 +242,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .map(|o| o.status.success())
             .unwrap_or(false);
     let mut all: Vec<BenchRow> = Vec::new();
+    let mut aa_runs = Vec::new();
     for m in &models {
         let batch = args
             .batch_size
@@ -306,6 +307,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
             }
             all.extend(rows);
+            aa_runs.push(serde_json::json!({
+                "model": aa.model,
+                "checkpoint": aa.checkpoint,
+                "attack": aa.attack,
+                "eps": aa.eps,
+                "images": aa.shape[0],
+            }));
         }
     }
     println!(
@@ -334,6 +342,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "backend": rslad::backend::describe(),
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "rows": all,
+            "autoattack": aa_runs,
         });
         rslad::io::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }

@@ -190,20 +190,32 @@ fn merge_torchattacks(rows: &mut [BenchRow], reference: &TorchAa, images: usize)
         if attacked > 0 && r.batch > 0 {
             r.ratio = Some(r.images_per_second / (attacked as f64 / seconds.max(1e-9)));
         }
+        let first = if r.step == "AA" {
+            format!("clean {}", reference.clean)
+        } else {
+            attacked.to_string()
+        };
         if let Some(note) = &mut r.note {
-            note.push_str(&format!("; torchattacks {attacked} → {robust}"));
+            note.push_str(&format!("; torchattacks {first} → {robust}"));
         }
     }
 }
 
-/// Prints a line per AA component as it starts and ends.
-fn aa_observer(e: &Event) {
-    match e {
+/// Prints a line per AA component as it starts and ends (with its seconds).
+fn aa_observer() -> impl FnMut(&Event) {
+    let mut t0 = std::time::Instant::now();
+    move |e: &Event| match e {
         Event::Start {
             component,
             attacked,
-        } => eprintln!("  AA {component}: attacking {attacked} points..."),
-        Event::End { component, robust } => eprintln!("  AA {component}: {robust} still robust"),
+        } => {
+            t0 = std::time::Instant::now();
+            eprintln!("  AA {component}: attacking {attacked} points...")
+        }
+        Event::End { component, robust } => eprintln!(
+            "  AA {component}: {robust} still robust ({:.1} s)",
+            t0.elapsed().as_secs_f64()
+        ),
         Event::Step { .. } => {}
     }
 }
@@ -289,7 +301,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
             let (model, path) =
                 bench::robust_model(m, &cfg, &device).map_err(anyhow::Error::msg)?;
-            let aa = bench::run_autoattack(&model, &path, &cfg, &device, &mut aa_observer)
+            let aa = bench::run_autoattack(&model, &path, &cfg, &device, &mut aa_observer())
                 .map_err(anyhow::Error::msg)?;
             let mut rows = bench::aa_rows(&aa);
             if torchattacks {
@@ -324,12 +336,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let opt =
             |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into());
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {} |",
             r.model,
             r.step,
             r.batch,
             r.median_ms,
-            r.images_per_second,
+            // Whole evaluation attacks run at a few images per second.
+            if r.images_per_second < 10.0 {
+                format!("{:.2}", r.images_per_second)
+            } else {
+                format!("{:.0}", r.images_per_second)
+            },
             opt(r.peak_mb, 0),
             opt(r.pytorch_ms, 1),
             opt(r.ratio, 2),

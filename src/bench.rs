@@ -2,13 +2,17 @@
 //! each method (with its 10-step inner attack), one attack step (input gradient, eval mode)
 //! and an eval forward, as median time and images/s.
 
-use crate::data::DatasetKind;
+use crate::attacks::autoattack::ComponentRun;
+use crate::attacks::observe::Event;
+use crate::data::{BatchIter, DatasetKind, LoaderConfig};
 use crate::methods::{self, MethodConfig, StepInput, METHODS};
-use crate::models::{Classifier, ModelSpec};
+use crate::models::{load_model, save_model, Classifier, Model, ModelSpec};
 use crate::train::sgd::Sgd;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Bytes in use and the peak since the last reset, where the binary can tell.
@@ -34,6 +38,9 @@ pub struct BenchRow {
     pub pytorch_ms: Option<f64>,
     /// rslad images/s over PyTorch images/s.
     pub ratio: Option<f64>,
+    /// What the row's images were (AA rows: points attacked and still robust).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -111,6 +118,7 @@ pub fn run_model(
             peak_mb: peak,
             pytorch_ms: None,
             ratio: None,
+            note: None,
         })
     };
     for method_name in METHODS {
@@ -170,4 +178,272 @@ pub fn run_model(
         push(format!("attack {}", attack.label()), t);
     }
     Ok(rows)
+}
+
+/// Settings of the AutoAttack rows: AA on a trained robust model, since its cost depends on
+/// how many points survive each component.
+#[derive(Debug, Clone)]
+pub struct AaConfig {
+    /// The first N Fashion-MNIST test images.
+    pub images: usize,
+    /// SAT steps of the quickly trained model (when no checkpoint is given).
+    pub train_steps: usize,
+    pub train_batch: usize,
+    /// Shorten APGD/FAB iterations and Square queries (CI's short mode); `None` = standard.
+    pub steps: Option<usize>,
+    pub queries: Option<usize>,
+    /// Evaluate these weights instead of training.
+    pub checkpoint: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    /// Where the quickly trained models are kept between runs.
+    pub cache_dir: PathBuf,
+    pub seed: u64,
+}
+
+/// One AutoAttack run as the bench measured it.
+#[derive(Debug, Clone)]
+pub struct AaRun {
+    pub model: String,
+    pub checkpoint: PathBuf,
+    pub eps: f64,
+    /// The attack string, e.g. `aa` or `aa:steps=3:queries=20`.
+    pub attack: String,
+    pub images: Vec<f32>,
+    pub labels: Vec<i64>,
+    pub shape: [usize; 4],
+    pub clean_correct: usize,
+    pub seconds: f64,
+    pub components: Vec<ComponentRun>,
+}
+
+impl AaRun {
+    pub fn robust(&self) -> usize {
+        self.components
+            .last()
+            .map(|c| c.robust.iter().filter(|r| **r).count())
+            .unwrap_or(self.clean_correct)
+    }
+}
+
+/// The model the AA rows attack: `cfg.checkpoint`, or SAT-trained for `cfg.train_steps` steps
+/// on Fashion-MNIST and cached under `cfg.cache_dir` (trained once per setting).
+pub fn robust_model(
+    name: &str,
+    cfg: &AaConfig,
+    device: &Device,
+) -> Result<(Model, PathBuf), String> {
+    if let Some(path) = &cfg.checkpoint {
+        let model = load_model(path, device, None).map_err(|e| e.to_string())?;
+        return Ok((model, path.clone()));
+    }
+    let arch: crate::models::Arch = name
+        .parse()
+        .map_err(|e: crate::models::UnknownModel| e.to_string())?;
+    let kind = DatasetKind::FashionMnist;
+    let spec = ModelSpec::for_dataset(arch, kind);
+    // Another data folder (a test's fake data) gets its own cached model.
+    let data = match &cfg.data_dir {
+        Some(dir) => {
+            use sha2::{Digest, Sha256};
+            let h = Sha256::digest(dir.display().to_string().as_bytes());
+            format!("-data{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+        }
+        None => String::new(),
+    };
+    let path = cfg.cache_dir.join(format!(
+        "{}-{}{data}-sat-{}x{}-seed{}.safetensors",
+        spec.name,
+        kind.name(),
+        cfg.train_steps,
+        cfg.train_batch,
+        cfg.seed
+    ));
+    if path.exists() {
+        let model = load_model(&path, device, Some(&spec)).map_err(|e| e.to_string())?;
+        return Ok((model, path));
+    }
+    let train = crate::data::load(
+        kind,
+        cfg.data_dir.as_deref(),
+        crate::data::Split::Train,
+        Some(cfg.train_steps * cfg.train_batch),
+    )
+    .map_err(|e| e.to_string())?;
+    let train = Arc::new(train);
+    device.seed(cfg.seed);
+    let ad = device.clone().autodiff();
+    let mut student = spec.build(&ad).map_err(|e| e.to_string())?;
+    let method_cfg = MethodConfig::defaults("sat", kind, 1);
+    let method = methods::build(&method_cfg)?;
+    let mut sgd = Sgd::new(0.9, 5e-4);
+    let mut done = 0;
+    let mut epoch = 0;
+    while done < cfg.train_steps {
+        let loader = LoaderConfig {
+            batch_size: cfg.train_batch,
+            shuffle: true,
+            augment: crate::data::Augment::NONE,
+            seed: cfg.seed,
+            epoch,
+        };
+        for batch in BatchIter::new(train.clone(), loader) {
+            if done == cfg.train_steps {
+                break;
+            }
+            let (x, y) = batch.to_tensors(train.shape, device);
+            let ids: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
+            let input = StepInput {
+                x,
+                y,
+                ids: &ids,
+                epoch,
+                seed: cfg.seed ^ done as u64,
+                teacher_logits: None,
+            };
+            let out = methods::step(method.as_ref(), &student, None, &input);
+            let grads = GradientsParams::from_grads(out.loss.backward(), &student);
+            student = sgd.step(0.05, student.clone(), grads);
+            done += 1;
+        }
+        epoch += 1;
+    }
+    let model = student.valid();
+    save_model(&model, &path, &[("bench", "SAT quick model".to_string())])
+        .map_err(|e| e.to_string())?;
+    Ok((model, path))
+}
+
+/// Standard AutoAttack (or a shortened one) on the first `cfg.images` Fashion-MNIST test
+/// images, each component timed.
+pub fn run_autoattack(
+    model: &Model,
+    checkpoint: &Path,
+    cfg: &AaConfig,
+    device: &Device,
+    observer: &mut dyn FnMut(&Event),
+) -> Result<AaRun, String> {
+    let kind = DatasetKind::FashionMnist;
+    if model.spec.input != kind.shape() || model.spec.num_classes != kind.num_classes() {
+        return Err(format!(
+            "{}: the AA rows run on Fashion-MNIST; this {} takes {:?} with {} classes",
+            checkpoint.display(),
+            model.spec.name,
+            model.spec.input,
+            model.spec.num_classes
+        ));
+    }
+    let test = crate::data::load(
+        kind,
+        cfg.data_dir.as_deref(),
+        crate::data::Split::Test,
+        Some(cfg.images),
+    )
+    .map_err(|e| e.to_string())?;
+    let test = Arc::new(test);
+    let batch = BatchIter::new(test.clone(), LoaderConfig::sequential(test.len()))
+        .next()
+        .ok_or("no test images")?;
+    let (x, y) = batch.to_tensors(test.shape, device);
+    let ids: Vec<u64> = (0..test.len() as u64).collect();
+    let eps = kind.default_eps();
+    let mut attack = "aa".to_string();
+    if let Some(s) = cfg.steps {
+        attack += &format!(":steps={s}");
+    }
+    if let Some(q) = cfg.queries {
+        attack += &format!(":queries={q}");
+    }
+    let ctx = crate::attacks::AttackContext {
+        eps,
+        seed: cfg.seed,
+        device,
+        target: &model.spec,
+    };
+    let aa = crate::attacks::parse_list(&attack, &ctx)
+        .map_err(|e| e.to_string())?
+        .remove(0);
+    let valid = model.valid();
+    let mut components: Vec<ComponentRun> = Vec::new();
+    let mut started: Option<(String, usize, Instant)> = None;
+    let t0 = Instant::now();
+    let outcome = aa.run_observed(&valid, x.clone(), y.clone(), &ids, &mut |e| {
+        match e {
+            Event::Start {
+                component,
+                attacked,
+            } => started = Some((component.to_string(), *attacked, Instant::now())),
+            Event::End { component, .. } => {
+                if let Some((label, attacked, t)) = started.take() {
+                    debug_assert_eq!(&label, component);
+                    components.push(ComponentRun {
+                        label,
+                        attacked,
+                        seconds: t.elapsed().as_secs_f64(),
+                        robust: Vec::new(),
+                    });
+                }
+            }
+            Event::Step { .. } => {}
+        }
+        observer(e)
+    });
+    let seconds = t0.elapsed().as_secs_f64();
+    for (c, (_, robust)) in components.iter_mut().zip(outcome.stages) {
+        c.robust = robust;
+    }
+    let clean_correct =
+        crate::attacks::util::to_bools(crate::attacks::util::correct(&valid, x.clone(), y))
+            .iter()
+            .filter(|b| **b)
+            .count();
+    Ok(AaRun {
+        model: model.spec.name.clone(),
+        checkpoint: checkpoint.to_path_buf(),
+        eps,
+        attack,
+        images: crate::attacks::util::to_f32s(x.clone()),
+        labels: batch.labels.clone(),
+        shape: x.dims(),
+        clean_correct,
+        seconds,
+        components,
+    })
+}
+
+/// The AA rows of the table: the whole run (images/s over every evaluated image) and each
+/// component (images/s over the points it attacked).
+pub fn aa_rows(run: &AaRun) -> Vec<BenchRow> {
+    let mut rows = vec![BenchRow {
+        model: run.model.clone(),
+        step: "AA".into(),
+        batch: run.shape[0],
+        median_ms: run.seconds * 1000.0,
+        images_per_second: run.shape[0] as f64 / run.seconds,
+        peak_mb: None,
+        pytorch_ms: None,
+        ratio: None,
+        note: Some(format!(
+            "clean {} → robust {}",
+            run.clean_correct,
+            run.robust()
+        )),
+    }];
+    for c in &run.components {
+        rows.push(BenchRow {
+            model: run.model.clone(),
+            step: format!("AA {}", c.label),
+            batch: c.attacked,
+            median_ms: c.seconds * 1000.0,
+            images_per_second: c.attacked as f64 / c.seconds.max(1e-9),
+            peak_mb: None,
+            pytorch_ms: None,
+            ratio: None,
+            note: Some(format!(
+                "attacked {} → robust {}",
+                c.attacked,
+                c.robust.iter().filter(|r| **r).count()
+            )),
+        });
+    }
+    rows
 }

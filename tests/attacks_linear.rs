@@ -387,3 +387,56 @@ fn targeted_apgd_goes_to_its_target() {
         vec![2; n]
     );
 }
+
+/// APGD-T and FAB-T stack every target class into one batch and drop an example's rows once
+/// one of them succeeds; the examples they break are exactly those broken one target at a
+/// time (the reference's order), on a 6-class linear model with a mix of outcomes.
+#[test]
+fn stacked_targets_break_the_same_examples_as_one_target_at_a_time() {
+    use rslad::attacks::{apgd, fab, Attack};
+    let classes = 6;
+    let mut rng = Lcg(21);
+    let w: Vec<f32> = (0..D * classes).map(|_| rng.next_f32() - 0.5).collect();
+    let model = LinearModel {
+        w: Tensor::from_data(TensorData::new(w, [D, classes]), &device()),
+        b: Tensor::from_data(TensorData::new(vec![0f32; classes], [classes]), &device()),
+    };
+    let n = 48;
+    let xt = tensor4(images(n, 22), [n, 1, 4, 4]);
+    // Labels: the clean predictions, so every example is attacked.
+    let y = model.logits(xt.clone()).argmax(1).reshape([n]);
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let eps = 0.04;
+    let broken = |attack: &dyn Attack| -> Vec<bool> {
+        let adv = attack.run(&model, xt.clone(), y.clone(), &ids).adv;
+        to_bools(correct(&model, adv, y.clone()))
+            .iter()
+            .map(|c| !c)
+            .collect()
+    };
+    let mut a = apgd::Apgd::new("APGD-T", eps, apgd::ApgdLoss::DlrTargeted, 3);
+    a.iterations = 20;
+    a.target_classes = 5;
+    let stacked = broken(&a);
+    a.stack_rows = 1;
+    let one_by_one = broken(&a);
+    assert_eq!(stacked, one_by_one, "APGD-T");
+    let count = stacked.iter().filter(|b| **b).count();
+    assert!(
+        count > 0 && count < n,
+        "APGD-T breaks {count} of {n}: no mix"
+    );
+
+    let mut f = fab::Fab::new("FAB-T", eps, 3);
+    f.iterations = 20;
+    f.target_classes = 5;
+    let stacked = broken(&f);
+    f.stack_rows = 1;
+    let one_by_one = broken(&f);
+    assert_eq!(stacked, one_by_one, "FAB-T");
+    let count = stacked.iter().filter(|b| **b).count();
+    assert!(
+        count > 0 && count < n,
+        "FAB-T breaks {count} of {n}: no mix"
+    );
+}

@@ -3,13 +3,77 @@
 //! classified. A point is robust only if no component broke it; the robust accuracy after
 //! each component is reported as a stage.
 
+use super::observe::Event;
 use super::util::{correct, to_bools};
 use super::{Attack, Outcome, SubsetTracker};
 use crate::models::Classifier;
 use burn::prelude::*;
+use std::time::Instant;
 
 pub struct AutoAttack {
     pub components: Vec<Box<dyn Attack>>,
+}
+
+/// What one component did inside an AutoAttack run (for `rslad bench`).
+#[derive(Debug, Clone)]
+pub struct ComponentRun {
+    pub label: String,
+    /// Points it attacked: those every earlier component left correctly classified.
+    pub attacked: usize,
+    pub seconds: f64,
+    /// Per example: robust after this component (cumulative).
+    pub robust: Vec<bool>,
+}
+
+impl AutoAttack {
+    /// Runs the components in order, each on the points still robust, and times each.
+    pub fn run_components(
+        &self,
+        model: &dyn Classifier,
+        x: Tensor<4>,
+        y: Tensor<1, Int>,
+        ids: &[u64],
+        observer: &mut dyn FnMut(&Event),
+    ) -> (Tensor<4>, Vec<ComponentRun>) {
+        let b = x.dims()[0];
+        let mut tracker = SubsetTracker::new(x.clone(), b);
+        // Points misclassified without attack are not attacked.
+        let clean = to_bools(correct(model, x, y.clone()));
+        for (i, ok) in clean.iter().enumerate() {
+            tracker.fooled[i] = !ok;
+        }
+        let mut runs = Vec::with_capacity(self.components.len());
+        for component in &self.components {
+            let label = component.label();
+            let attacked = tracker.fooled.iter().filter(|f| !**f).count();
+            observer(&Event::Start {
+                component: &label,
+                attacked,
+            });
+            let t0 = Instant::now();
+            tracker.attack(&y, ids, |xs, ys, _idx, ids_sub| {
+                let adv = component
+                    .run_observed(model, xs, ys.clone(), ids_sub, observer)
+                    .adv;
+                // Judge every component on its returned points, not on its own claims.
+                let broken = correct(model, adv.clone(), ys).bool_not();
+                (adv, broken)
+            });
+            let seconds = t0.elapsed().as_secs_f64();
+            let robust: Vec<bool> = tracker.fooled.iter().map(|f| !f).collect();
+            observer(&Event::End {
+                component: &label,
+                robust: robust.iter().filter(|r| **r).count(),
+            });
+            runs.push(ComponentRun {
+                label,
+                attacked,
+                seconds,
+                robust,
+            });
+        }
+        (tracker.adv, runs)
+    }
 }
 
 impl Attack for AutoAttack {
@@ -29,27 +93,21 @@ impl Attack for AutoAttack {
     }
 
     fn run(&self, model: &dyn Classifier, x: Tensor<4>, y: Tensor<1, Int>, ids: &[u64]) -> Outcome {
-        let b = x.dims()[0];
-        let mut tracker = SubsetTracker::new(x.clone(), b);
-        // Points misclassified without attack are not attacked.
-        let clean = to_bools(correct(model, x, y.clone()));
-        for (i, ok) in clean.iter().enumerate() {
-            tracker.fooled[i] = !ok;
-        }
-        let mut stages = Vec::with_capacity(self.components.len());
-        for component in &self.components {
-            tracker.attack(&y, ids, |xs, ys, _idx, ids_sub| {
-                let adv = component.run(model, xs, ys.clone(), ids_sub).adv;
-                // Judge every component on its returned points, not on its own claims.
-                let broken = correct(model, adv.clone(), ys).bool_not();
-                (adv, broken)
-            });
-            let robust: Vec<bool> = tracker.fooled.iter().map(|f| !f).collect();
-            stages.push((component.label(), robust));
-        }
+        self.run_observed(model, x, y, ids, &mut super::observe::ignore)
+    }
+
+    fn run_observed(
+        &self,
+        model: &dyn Classifier,
+        x: Tensor<4>,
+        y: Tensor<1, Int>,
+        ids: &[u64],
+        observer: &mut dyn FnMut(&Event),
+    ) -> Outcome {
+        let (adv, runs) = self.run_components(model, x, y, ids, observer);
         Outcome {
-            adv: tracker.adv,
-            stages,
+            adv,
+            stages: runs.into_iter().map(|r| (r.label, r.robust)).collect(),
         }
     }
 }

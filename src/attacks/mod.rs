@@ -10,6 +10,7 @@ pub mod apgd;
 pub mod autoattack;
 pub mod fab;
 pub mod losses;
+pub mod observe;
 pub mod pgd;
 pub mod rng;
 pub mod square;
@@ -48,6 +49,20 @@ pub trait Attack: Send + Sync {
     /// Adversarial versions of `x` (labels `y`; `ids` are the examples' dataset indices, which
     /// seed their random starts). `|adv − x|_∞ ≤ ε` and `adv ∈ [0,1]`.
     fn run(&self, model: &dyn Classifier, x: Tensor<4>, y: Tensor<1, Int>, ids: &[u64]) -> Outcome;
+
+    /// [`Attack::run`], reporting progress to `observer` (the long attacks report every few
+    /// iterations; the others run as `run`).
+    fn run_observed(
+        &self,
+        model: &dyn Classifier,
+        x: Tensor<4>,
+        y: Tensor<1, Int>,
+        ids: &[u64],
+        observer: &mut dyn FnMut(&observe::Event),
+    ) -> Outcome {
+        let _ = observer;
+        self.run(model, x, y, ids)
+    }
 
     /// True for attacks that do not use the target's gradients (for the sanity checks).
     fn is_black_box(&self) -> bool {

@@ -7,6 +7,7 @@
 //! Windows and signs are drawn per example (as in the original algorithm), so a result does
 //! not depend on which other examples share the batch.
 
+use super::observe::Event;
 use super::rng::example_rng;
 use super::util::{to_f32s, to_i64s};
 use super::{Attack, Outcome};
@@ -72,15 +73,12 @@ impl Square {
     fn margins(
         &self,
         model: &dyn Classifier,
-        images: &[f32],
+        images: Vec<f32>,
         shape: [usize; 4],
         labels: &[i64],
         device: &Device,
     ) -> Vec<f32> {
-        let z = model.logits(Tensor::from_data(
-            TensorData::new(images.to_vec(), shape),
-            device,
-        ));
+        let z = model.logits(Tensor::from_data(TensorData::new(images, shape), device));
         let classes = z.dims()[1];
         let z = to_f32s(z);
         labels
@@ -105,6 +103,7 @@ impl Square {
         y: &Tensor<1, Int>,
         ids: &[u64],
         restart: u64,
+        progress: &mut dyn FnMut(usize, usize),
     ) -> Vec<f32> {
         let device = x.device();
         let [b, c, h, w] = x.dims();
@@ -129,13 +128,18 @@ impl Square {
                 }
             }
         }
-        let mut margin = self.margins(model, &best, [b, c, h, w], &labels, &device);
+        let mut margin = self.margins(model, best.clone(), [b, c, h, w], &labels, &device);
         let mut loss = margin.clone();
         let mut cand = vec![0f32; n];
+        let report = super::observe::every(self.queries);
         for it in 0..self.queries {
+            // One query per image still robust, all in one forward pass.
             let active: Vec<usize> = (0..b).filter(|&i| margin[i] > 0.0).collect();
             if active.is_empty() {
                 break;
+            }
+            if it % report == 0 {
+                progress(it, active.len());
             }
             let p = self.p_selection(it);
             let s = ((p * (h * w) as f64).sqrt().round() as usize).clamp(1, h.min(w));
@@ -168,8 +172,13 @@ impl Square {
                 batch.extend_from_slice(&cand);
             }
             let sub_labels: Vec<i64> = active.iter().map(|&i| labels[i]).collect();
-            let new_margin =
-                self.margins(model, &batch, [active.len(), c, h, w], &sub_labels, &device);
+            let new_margin = self.margins(
+                model,
+                batch.clone(),
+                [active.len(), c, h, w],
+                &sub_labels,
+                &device,
+            );
             for (slot, &i) in active.iter().enumerate() {
                 let m = new_margin[slot];
                 let improved = m < loss[i];
@@ -196,11 +205,32 @@ impl Attack for Square {
     }
 
     fn run(&self, model: &dyn Classifier, x: Tensor<4>, y: Tensor<1, Int>, ids: &[u64]) -> Outcome {
+        self.run_observed(model, x, y, ids, &mut super::observe::ignore)
+    }
+
+    fn run_observed(
+        &self,
+        model: &dyn Classifier,
+        x: Tensor<4>,
+        y: Tensor<1, Int>,
+        ids: &[u64],
+        observer: &mut dyn FnMut(&Event),
+    ) -> Outcome {
         let b = x.dims()[0];
         let mut tracker = super::SubsetTracker::new(x.clone(), b);
-        for restart in 0..self.restarts.max(1) {
+        let restarts = self.restarts.max(1);
+        let label = self.label.clone();
+        for restart in 0..restarts {
             tracker.attack(&y, ids, |xs, ys, _idx, ids_sub| {
-                let adv = self.single_run(model, &xs, &ys, ids_sub, restart as u64);
+                let mut progress = |done: usize, robust: usize| {
+                    observer(&Event::Step {
+                        component: &label,
+                        done: restart * self.queries + done,
+                        total: restarts * self.queries,
+                        robust,
+                    })
+                };
+                let adv = self.single_run(model, &xs, &ys, ids_sub, restart as u64, &mut progress);
                 let adv = Tensor::<4>::from_data(TensorData::new(adv, xs.dims()), &xs.device());
                 let ok = super::util::correct(model, adv.clone(), ys).bool_not();
                 (adv, ok)

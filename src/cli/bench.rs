@@ -1,7 +1,8 @@
 //! `rslad bench`: the speed table, with PyTorch beside it where `import torch` works.
 
 use clap::Args;
-use rslad::bench::{self, BenchRow, MemoryProbe};
+use rslad::attacks::observe::Event;
+use rslad::bench::{self, AaConfig, AaRun, BenchRow, MemoryProbe};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -22,6 +23,29 @@ pub struct BenchArgs {
     /// Also write the rows as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// AutoAttack rows on the first N Fashion-MNIST test images (0: no AA rows).
+    #[arg(long, default_value_t = 100)]
+    aa_images: usize,
+    /// SAT steps of the quickly trained robust model the AA rows attack (cached under
+    /// target/bench-cache; default 300 at batch 128 for cnn-*, 40 at batch 32 otherwise).
+    #[arg(long)]
+    aa_train_steps: Option<usize>,
+    /// Shorten AA's APGD/FAB iterations (default: the standard 100).
+    #[arg(long)]
+    aa_steps: Option<usize>,
+    /// Shorten AA's Square queries (default: the standard 5000).
+    #[arg(long)]
+    aa_queries: Option<usize>,
+    /// Attack these weights in the AA rows instead of the quick model (a Fashion-MNIST
+    /// checkpoint of the benchmarked model).
+    #[arg(long)]
+    eval_checkpoint: Option<PathBuf>,
+    /// Only the AutoAttack rows.
+    #[arg(long)]
+    aa_only: bool,
+    /// Folder with Fashion-MNIST (default: /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 /// Reads the binary's counting allocator.
@@ -90,6 +114,126 @@ fn pytorch(
         .cloned()
 }
 
+/// torchattacks' AutoAttack components on the same weights and images as `run`.
+fn torchattacks_aa(run: &AaRun, threads: usize, steps: usize, queries: usize) -> Option<TorchAa> {
+    let dir = std::env::temp_dir().join(format!("rslad-bench-aa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let weights = dir.join("weights.safetensors");
+    let model =
+        rslad::models::load_model(&run.checkpoint, &rslad::backend::default_device(), None).ok()?;
+    if let Err(e) = rslad::interop::export_torch(&model, &weights, None) {
+        eprintln!("torchattacks reference skipped: export failed: {e}");
+        return None;
+    }
+    let inputs = dir.join("inputs.bin");
+    let mut raw: Vec<u8> = run.images.iter().flat_map(|v| v.to_le_bytes()).collect();
+    raw.extend(run.labels.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(&inputs, raw).ok()?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torchattacks_aa.py");
+    let [n, c, h, w] = run.shape;
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--model", &run.model, "--weights"])
+        .arg(&weights)
+        .arg("--inputs")
+        .arg(&inputs)
+        .args([
+            "--n",
+            &n.to_string(),
+            "--shape",
+            &format!("{c},{h},{w}"),
+            "--eps",
+            &run.eps.to_string(),
+            "--threads",
+            &threads.to_string(),
+            "--steps",
+            &steps.to_string(),
+            "--queries",
+            &queries.to_string(),
+        ])
+        .output()
+        .ok();
+    std::fs::remove_dir_all(&dir).ok();
+    let out = out?;
+    if !out.status.success() {
+        eprintln!(
+            "torchattacks reference failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+#[derive(serde::Deserialize)]
+struct TorchAa {
+    clean: usize,
+    seconds: f64,
+    components: Vec<TorchComponent>,
+}
+
+#[derive(serde::Deserialize)]
+struct TorchComponent {
+    name: String,
+    attacked: usize,
+    seconds: f64,
+    robust: usize,
+}
+
+/// Fills the PyTorch columns of the AA rows: torchattacks' ms, and the ratio of images/s
+/// (each side over the points it attacked, which can differ by a few).
+fn merge_torchattacks(rows: &mut [BenchRow], reference: &TorchAa, images: usize) {
+    for r in rows {
+        let (attacked, seconds, robust) = if r.step == "AA" {
+            let robust = reference.components.last().map(|c| c.robust);
+            (images, reference.seconds, robust.unwrap_or(reference.clean))
+        } else {
+            let Some(c) = reference
+                .components
+                .iter()
+                .find(|c| r.step == format!("AA {}", c.name))
+            else {
+                continue;
+            };
+            (c.attacked, c.seconds, c.robust)
+        };
+        r.pytorch_ms = Some(seconds * 1000.0);
+        if attacked > 0 && r.batch > 0 {
+            r.ratio = Some(r.images_per_second / (attacked as f64 / seconds.max(1e-9)));
+        }
+        let first = if r.step == "AA" {
+            format!("clean {}", reference.clean)
+        } else {
+            attacked.to_string()
+        };
+        if let Some(note) = &mut r.note {
+            note.push_str(&format!("; torchattacks {first} → {robust}"));
+        }
+    }
+}
+
+/// Prints a line per AA component as it starts and ends (with its seconds).
+fn aa_observer() -> impl FnMut(&Event) {
+    let mut t0 = std::time::Instant::now();
+    move |e: &Event| match e {
+        Event::Start {
+            component,
+            attacked,
+        } => {
+            t0 = std::time::Instant::now();
+            eprintln!("  AA {component}: attacking {attacked} points...")
+        }
+        Event::End { component, robust } => eprintln!(
+            "  AA {component}: {robust} still robust ({:.1} s)",
+            t0.elapsed().as_secs_f64()
+        ),
+        Event::Step { .. } => {}
+    }
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.batch_size == Some(0) {
         anyhow::bail!("--batch-size 0: the batch size must be at least 1");
@@ -128,43 +272,111 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "no (python3 cannot import torch)"
         }
     );
+    let torchattacks = torch
+        && args.aa_images > 0
+        && Command::new("python3")
+            .args(["-c", "import torchattacks"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
     let mut all: Vec<BenchRow> = Vec::new();
+    let mut aa_runs = Vec::new();
     for m in &models {
         let batch = args
             .batch_size
             .unwrap_or(if m.starts_with("cnn") { 128 } else { 32 });
-        eprintln!("benchmarking {m} at batch {batch}...");
-        let mut rows = bench::run_model(m, batch, args.reps, &device, &mut AllocProbe)
-            .map_err(anyhow::Error::msg)?;
-        if torch {
-            if let Some(reference) = pytorch(m, batch, args.reps) {
-                for r in &mut rows {
-                    if let Some(ms) = reference.get(&r.step).and_then(|v| v.as_f64()) {
-                        r.pytorch_ms = Some(ms);
-                        r.ratio = Some(ms / r.median_ms);
+        if !args.aa_only {
+            eprintln!("benchmarking {m} at batch {batch}...");
+            let mut rows = bench::run_model(m, batch, args.reps, &device, &mut AllocProbe)
+                .map_err(anyhow::Error::msg)?;
+            if torch {
+                if let Some(reference) = pytorch(m, batch, args.reps) {
+                    for r in &mut rows {
+                        if let Some(ms) = reference.get(&r.step).and_then(|v| v.as_f64()) {
+                            r.pytorch_ms = Some(ms);
+                            r.ratio = Some(ms / r.median_ms);
+                        }
                     }
                 }
             }
+            all.extend(rows);
         }
-        all.extend(rows);
+        if args.aa_images > 0 {
+            let cnn = m.starts_with("cnn");
+            let cfg = AaConfig {
+                images: args.aa_images,
+                train_steps: args.aa_train_steps.unwrap_or(if cnn { 300 } else { 40 }),
+                train_batch: if cnn { 128 } else { 32 },
+                steps: args.aa_steps,
+                queries: args.aa_queries,
+                checkpoint: args.eval_checkpoint.clone(),
+                data_dir: args.data_dir.clone(),
+                cache_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-cache"),
+                seed: 0,
+            };
+            eprintln!(
+                "AutoAttack on {m}: {}...",
+                match &cfg.checkpoint {
+                    Some(p) => format!("weights {}", p.display()),
+                    None => format!(
+                        "a model SAT-trained for {} steps (cached in {})",
+                        cfg.train_steps,
+                        cfg.cache_dir.display()
+                    ),
+                }
+            );
+            let (model, path) =
+                bench::robust_model(m, &cfg, &device).map_err(anyhow::Error::msg)?;
+            let aa = bench::run_autoattack(&model, &path, &cfg, &device, &mut aa_observer())
+                .map_err(anyhow::Error::msg)?;
+            let mut rows = bench::aa_rows(&aa);
+            if torchattacks {
+                let threads = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1);
+                eprintln!("torchattacks' AutoAttack on the same weights and images...");
+                if let Some(reference) = torchattacks_aa(
+                    &aa,
+                    threads,
+                    args.aa_steps.unwrap_or(100),
+                    args.aa_queries.unwrap_or(5000),
+                ) {
+                    merge_torchattacks(&mut rows, &reference, aa.shape[0]);
+                }
+            }
+            all.extend(rows);
+            aa_runs.push(serde_json::json!({
+                "model": aa.model,
+                "checkpoint": aa.checkpoint,
+                "attack": aa.attack,
+                "eps": aa.eps,
+                "images": aa.shape[0],
+            }));
+        }
     }
     println!(
-        "| model | step | batch | rslad ms | images/s | peak MB | PyTorch ms | rslad/PyTorch |"
+        "| model | step | batch | rslad ms | images/s | peak MB | PyTorch ms | rslad/PyTorch | images |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &all {
         let opt =
             |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into());
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {} |",
             r.model,
             r.step,
             r.batch,
             r.median_ms,
-            r.images_per_second,
+            // Whole evaluation attacks run at a few images per second.
+            if r.images_per_second < 10.0 {
+                format!("{:.2}", r.images_per_second)
+            } else {
+                format!("{:.0}", r.images_per_second)
+            },
             opt(r.peak_mb, 0),
             opt(r.pytorch_ms, 1),
-            opt(r.ratio, 2)
+            opt(r.ratio, 2),
+            r.note.as_deref().unwrap_or("")
         );
     }
     if let Some(path) = &args.json {
@@ -173,6 +385,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "backend": rslad::backend::describe(),
             "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "rows": all,
+            "autoattack": aa_runs,
         });
         rslad::io::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

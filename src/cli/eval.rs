@@ -1,13 +1,12 @@
 //! `rslad eval`.
 
-use super::progress::bar;
+use super::progress::EvalReporter;
 use anyhow::{bail, Context};
 use clap::Args;
 use rslad::attacks::{self, AttackContext};
 use rslad::data::{self, Split};
 use rslad::eval::{self, EvalConfig, EvalResults};
 use rslad::models::{load_model, peek_spec};
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -134,7 +133,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         kind,
         rslad::backend::describe()
     );
-    let mut bars: HashMap<String, indicatif::ProgressBar> = HashMap::new();
+    let mut reporter = EvalReporter::new();
     let mut results = eval::evaluate(
         &model,
         data,
@@ -142,19 +141,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &attack_list,
         &cfg,
         &device,
-        &mut |p| {
-            let b = bars
-                .entry(p.attack.to_string())
-                .or_insert_with(|| bar(p.total as u64, p.attack.to_string()));
-            b.set_position(p.done as u64);
-            b.set_message(format!(
-                "robust {:.2}%",
-                100.0 * p.robust as f64 / p.done.max(1) as f64
-            ));
-            if p.done == p.total {
-                b.finish();
-            }
-        },
+        &mut |p| reporter.update(&p),
     );
     results.checkpoint = Some(args.checkpoint.display().to_string());
     results.checkpoint_sha256 = Some(rslad::io::sha256_file(&args.checkpoint)?);

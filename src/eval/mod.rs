@@ -5,6 +5,7 @@
 //! example counts as robust only if the model still classifies the returned adversarial point
 //! correctly, judged here, on the points the attack returned.
 
+use crate::attacks::observe::Event;
 use crate::attacks::util::{to_bools, to_f32s};
 use crate::attacks::{self, Attack, AttackContext};
 use crate::data::{BatchIter, Dataset, LoaderConfig};
@@ -33,6 +34,31 @@ pub struct Progress<'a> {
     pub total: usize,
     /// Robust so far among the examples done.
     pub robust: usize,
+    /// Inside the batch being attacked: the component running now (long attacks only).
+    pub stage: Option<Stage<'a>>,
+}
+
+/// Where a long attack (AutoAttack's components, APGD, FAB, Square) is inside one batch.
+#[derive(Debug, Clone)]
+pub struct Stage<'a> {
+    pub component: &'a str,
+    /// Units of the component's work done of total (iterations over all targets, queries).
+    pub done: usize,
+    pub total: usize,
+    /// Points of the batch the component attacks, and how many are still robust.
+    pub attacked: usize,
+    pub robust: usize,
+    /// Seconds since the component started on this batch.
+    pub seconds: f64,
+}
+
+impl Stage<'_> {
+    /// Seconds left in this component on this batch, extrapolated from its pace so far
+    /// (`None` until there is a pace; an upper bound for the attacks that stop early).
+    pub fn eta(&self) -> Option<f64> {
+        (self.done > 0 && self.done <= self.total)
+            .then(|| self.seconds * (self.total - self.done) as f64 / self.done as f64)
+    }
 }
 
 /// Robustness after one stage of a composite attack.
@@ -137,7 +163,45 @@ pub fn run_attack(
                     .filter(|row| row.iter().any(|v| !v.is_finite()))
                     .count();
             }
-            let outcome = attack.run(model, x.clone(), y.clone(), &sub_ids);
+            let robust_so_far = robust.iter().take(done).filter(|&&r| r).count();
+            let mut started: Option<(String, usize, Instant)> = None;
+            let outcome = attack.run_observed(model, x.clone(), y.clone(), &sub_ids, &mut |e| {
+                let (component, work, total, still) = match e {
+                    Event::Start {
+                        component,
+                        attacked,
+                    } => {
+                        started = Some((component.to_string(), *attacked, Instant::now()));
+                        (*component, 0, 1, *attacked)
+                    }
+                    Event::Step {
+                        component,
+                        done,
+                        total,
+                        robust,
+                    } => (*component, *done, *total, *robust),
+                    Event::End { .. } => return,
+                };
+                // Attacks run on their own report no start: they attack the whole batch.
+                if started.as_ref().is_none_or(|(c, _, _)| c != component) {
+                    started = Some((component.to_string(), active.len(), Instant::now()));
+                }
+                let (_, attacked, t0) = started.as_ref().expect("set above");
+                progress(Progress {
+                    attack: &label,
+                    done,
+                    total: n,
+                    robust: robust_so_far,
+                    stage: Some(Stage {
+                        component,
+                        done: work,
+                        total,
+                        attacked: *attacked,
+                        robust: still,
+                        seconds: t0.elapsed().as_secs_f64(),
+                    }),
+                });
+            });
             // Judge the point inside the threat model; count any that had to be moved.
             let ball = attacks::util::Ball::new(&x, cfg.eps);
             // A NaN pixel is no point of the threat model: the clean pixel stands for it (the
@@ -177,6 +241,7 @@ pub fn run_attack(
             done,
             total: n,
             robust: robust_so_far,
+            stage: None,
         });
     }
     if outside > 0 {

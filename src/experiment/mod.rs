@@ -633,9 +633,18 @@ fn evaluate_file(
         seed: 0,
         sanity_checks: false,
     };
-    let mut r = eval::evaluate(&model, test, 0, &attacks, &ecfg, device, &mut |p| {
-        observer.eval_progress(p.attack, p.done, p.total, p.robust)
-    });
+    let mut r = eval::evaluate(
+        &model,
+        test,
+        0,
+        &attacks,
+        &ecfg,
+        device,
+        &mut |p| match &p.stage {
+            Some(_) => observer.eval_stage(&p),
+            None => observer.eval_progress(p.attack, p.done, p.total, p.robust),
+        },
+    );
     r.checkpoint = Some(ckpt.display().to_string());
     r.checkpoint_sha256 = crate::io::sha256_file(ckpt).ok();
     Ok(r)

@@ -68,6 +68,9 @@ pub trait Observer {
     fn message(&mut self, _text: &str) {}
     /// Progress of an evaluation attack: examples done of total, robust so far.
     fn eval_progress(&mut self, _attack: &str, _done: usize, _total: usize, _robust: usize) {}
+    /// Inside a batch of a long evaluation attack (`progress.stage` is set): the component
+    /// running, points still robust, work done.
+    fn eval_stage(&mut self, _progress: &crate::eval::Progress) {}
 }
 
 /// An observer that reports nothing.

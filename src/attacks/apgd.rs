@@ -52,7 +52,7 @@ impl Apgd {
             target_classes: 9,
             rho: 0.75,
             seed,
-            stack_rows: MAX_ROWS,
+            stack_rows: super::util::MAX_STACKED_ROWS,
         }
     }
 
@@ -225,7 +225,6 @@ impl Apgd {
     ) -> (Tensor<4>, Tensor<1, Bool>) {
         let device = xs.device();
         let [b, c, h, w] = xs.dims();
-        let n = c * h * w;
         let mut settled: Vec<Option<Vec<f32>>> = vec![None; b];
         let groups = targets.len().max(1);
         let per_round = (self.stack_rows / b.max(1)).clamp(1, groups);
@@ -297,24 +296,9 @@ impl Apgd {
             first += round.len();
         }
         let x_host = to_f32s(xs.clone());
-        let mut out = Vec::with_capacity(b * n);
-        let mut ok = Vec::with_capacity(b);
-        for (e, adv) in settled.iter().enumerate() {
-            match adv {
-                Some(v) => out.extend_from_slice(v),
-                None => out.extend_from_slice(&x_host[e * n..(e + 1) * n]),
-            }
-            ok.push(adv.is_some());
-        }
-        (
-            Tensor::from_data(TensorData::new(out, [b, c, h, w]), &device),
-            Tensor::from_data(TensorData::new(ok, [b]), &device),
-        )
+        super::util::settled_batch(&settled, &x_host, [b, c, h, w], &device)
     }
 }
-
-/// Stack at most this many rows in one targeted run by default (memory of the autograd graph).
-const MAX_ROWS: usize = 512;
 
 /// Per-row state of an APGD run.
 struct Rows {

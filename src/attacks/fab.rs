@@ -42,7 +42,7 @@ impl Fab {
             eta: 1.05,
             beta: 0.9,
             seed,
-            stack_rows: MAX_ROWS,
+            stack_rows: super::util::MAX_STACKED_ROWS,
         }
     }
 
@@ -263,25 +263,9 @@ impl Fab {
                 }
             }
         }
-        let mut out = Vec::with_capacity(b * n);
-        let mut ok = Vec::with_capacity(b);
-        for (e, adv) in settled.iter().enumerate() {
-            match adv {
-                Some(v) => out.extend_from_slice(v),
-                None => out.extend_from_slice(&x0[e * n..(e + 1) * n]),
-            }
-            ok.push(adv.is_some());
-        }
-        (
-            Tensor::from_data(TensorData::new(out, [b, c, h, w]), &device),
-            Tensor::from_data(TensorData::new(ok, [b]), &device),
-        )
+        super::util::settled_batch(&settled, &x0, [b, c, h, w], &device)
     }
 }
-
-/// Stack at most this many rows (example × target) in one run by default (memory of the
-/// autodiff graph).
-const MAX_ROWS: usize = 512;
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()

@@ -114,3 +114,32 @@ pub fn input_grad(
         logits.detach().without_autodiff(),
     )
 }
+
+/// Stack at most this many rows (example × target class) in one targeted run by default: the
+/// autodiff graph of a stacked batch grows with its rows.
+pub const MAX_STACKED_ROWS: usize = 512;
+
+/// The adversarial batch of a stacked targeted attack: each example's settled point (the first
+/// misclassified one found), or its clean point `x_host` (row-major, `n` values per example)
+/// where none was found; and which examples were fooled.
+pub fn settled_batch(
+    settled: &[Option<Vec<f32>>],
+    x_host: &[f32],
+    shape: [usize; 4],
+    device: &Device,
+) -> (Tensor<4>, Tensor<1, Bool>) {
+    let n = shape[1] * shape[2] * shape[3];
+    let mut out = Vec::with_capacity(settled.len() * n);
+    let mut ok = Vec::with_capacity(settled.len());
+    for (e, adv) in settled.iter().enumerate() {
+        match adv {
+            Some(v) => out.extend_from_slice(v),
+            None => out.extend_from_slice(&x_host[e * n..(e + 1) * n]),
+        }
+        ok.push(adv.is_some());
+    }
+    (
+        Tensor::from_data(TensorData::new(out, shape), device),
+        Tensor::from_data(TensorData::new(ok, [settled.len()]), device),
+    )
+}

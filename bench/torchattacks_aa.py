@@ -13,7 +13,6 @@ reference AutoAttack's standard version uses 100; rslad uses 100). Prints one JS
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 
@@ -31,19 +30,6 @@ def build(name, channels):
     raise SystemExit(f"torchattacks_aa.py: no reference definition for {name}")
 
 
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        blob = f.read()
-    sd = {}
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        a, b = v["data_offsets"]
-        dtype = {"F32": torch.float32, "I64": torch.int64}[v["dtype"]]
-        sd[k] = torch.frombuffer(bytearray(blob[a:b]), dtype=dtype).reshape(v["shape"]).clone()
-    return sd
 
 
 def main():
@@ -67,7 +53,7 @@ def main():
     x = torch.frombuffer(bytearray(raw[: 4 * count]), dtype=torch.float32).reshape(a.n, c, h, w).clone()
     y = torch.frombuffer(bytearray(raw[4 * count : 4 * count + 8 * a.n]), dtype=torch.int64).clone()
     model = build(a.model, c)
-    model.load_state_dict(load_safetensors(a.weights), strict=True)
+    model.load_state_dict(R.load_safetensors(a.weights), strict=True)
     model.eval()
     comps = [
         ("APGD-CE", torchattacks.APGD(model, eps=a.eps, steps=a.steps, n_restarts=1, loss="ce", seed=0)),

@@ -18,22 +18,9 @@ import torch.nn.functional as F
 import torchattacks
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_models import CnnSmall  # noqa: E402
+from reference_models import CnnSmall, load_safetensors  # noqa: E402
 
 
-def load_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        blob = f.read()
-    sd = {}
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        a, b = v["data_offsets"]
-        dtype = {"F32": torch.float32, "I64": torch.int64}[v["dtype"]]
-        sd[k] = torch.frombuffer(bytearray(blob[a:b]), dtype=dtype).reshape(v["shape"]).clone()
-    return sd
 
 
 def read_idx(directory, name):

@@ -8,6 +8,8 @@ wideresnet.py, RobustBench's dm_wide_resnet.py); rslad never imports this at run
 writes, per case, CASE.pt (a state dict in one of the forms users meet) and CASE.io.pt
 (inputs and the eval-mode logits), which tests/interop.rs imports and compares.
 """
+import json
+import struct
 import sys
 import torch
 import torch.nn as nn
@@ -314,22 +316,27 @@ def main(out):
     print("ok")
 
 
+def load_safetensors(path):
+    """A safetensors file (F32/I64 tensors) as a state dict, with the standard library only."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        blob = f.read()
+    sd = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        dtype = {"F32": torch.float32, "I64": torch.int64}[v["dtype"]]
+        sd[k] = torch.frombuffer(bytearray(blob[a:b]), dtype=dtype).reshape(v["shape"]).clone()
+    return sd
+
+
 def check_exports(out):
     """Loads rslad's exports (CASE.export.safetensors) strictly and writes their logits."""
-    import struct, json
     for case, _, make, shape, _ in CASES:
         path = f"{out}/{case}.export.safetensors"
-        with open(path, "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(n))
-            blob = f.read()
-        sd = {}
-        for k, v in header.items():
-            if k == "__metadata__":
-                continue
-            a, b = v["data_offsets"]
-            dtype = {"F32": torch.float32, "I64": torch.int64}[v["dtype"]]
-            sd[k] = torch.frombuffer(bytearray(blob[a:b]), dtype=dtype).reshape(v["shape"]).clone()
+        sd = load_safetensors(path)
         model = make()
         model.load_state_dict(sd, strict=True)
         model.eval()

@@ -143,6 +143,29 @@ fn attack_ctx_parse(list: &str) -> Result<usize, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A one-epoch training run on 16 images into `run`.
+fn tiny_train<'a>(data: &'a Path, run: &'a Path) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        s(data),
+        "--train-limit",
+        "16",
+        "--test-limit",
+        "8",
+        "--batch-size",
+        "16",
+        "--monitor-examples",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        s(run),
+    ]
+}
+
 /// Tiny data, a checkpoint and a run-directory root for the CLI tests.
 fn setup(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let root = temp_dir(name);
@@ -203,26 +226,7 @@ fn state_json_names_only_files_inside_the_run_directory() {
 fn resume_refuses_a_state_that_points_outside() {
     let (root, data, _) = setup("resume-outside");
     let run = root.join("run");
-    let common = [
-        "train",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        s(&data),
-        "--train-limit",
-        "16",
-        "--test-limit",
-        "8",
-        "--batch-size",
-        "16",
-        "--monitor-examples",
-        "8",
-        "--epochs",
-        "1",
-        "--out",
-        s(&run),
-    ];
-    let (code, _, err) = rslad(&common);
+    let (code, _, err) = rslad(&tiny_train(&data, &run));
     assert_eq!(code, 0, "{err}");
     let victim = root.join("victim.safetensors");
     std::fs::write(&victim, "not mine").unwrap();
@@ -478,25 +482,7 @@ fn batch_size_zero_is_refused_everywhere() {
 fn resume_validates_the_recorded_config() {
     let (root, data, _) = setup("resume-config");
     let run = root.join("run");
-    let (code, _, err) = rslad(&[
-        "train",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        s(&data),
-        "--train-limit",
-        "16",
-        "--test-limit",
-        "8",
-        "--batch-size",
-        "16",
-        "--monitor-examples",
-        "8",
-        "--epochs",
-        "1",
-        "--out",
-        s(&run),
-    ]);
+    let (code, _, err) = rslad(&tiny_train(&data, &run));
     assert_eq!(code, 0, "{err}");
     refused(&["train", "--resume", s(&run), "--epochs", "0"], "--epochs");
     let config = run.join("config.toml");

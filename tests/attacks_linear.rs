@@ -134,7 +134,7 @@ impl Classifier for Spy<'_> {
 /// Every iterate lies in the ball around the clean x and in [0,1], the first one included;
 /// with a step larger than ε the iterate would drift if projection were around the previous one.
 /// PGD_TRADES's start alone may leave [0,1]: the TRADES script does not clip it before its
-/// first step (spec/attacks.md).
+/// first step (docs/spec/attacks.md).
 #[test]
 fn every_iterate_is_projected_around_the_clean_point_and_clipped() {
     let mut rng = Lcg(5);
@@ -208,7 +208,7 @@ fn every_iterate_is_projected_around_the_clean_point_and_clipped() {
 
 /// PGD_TRADES starts where the current TRADES script does: x + U(−ε, ε), not clipped before
 /// the first gradient (pixels at 0 or 1 step outside [0,1]); `start=none` starts at x; the
-/// results file records which (spec/attacks.md, PGD_TRADES).
+/// results file records which (docs/spec/attacks.md, PGD_TRADES).
 #[test]
 fn pgd_trades_starts_uniform_unclipped_or_at_x_on_request() {
     let (model, _) = linear_two_class(3);

@@ -452,7 +452,7 @@ fn bn_passes_official_leave_the_official_running_statistics() {
 
 /// RSLAD on CIFAR-100: the official scripts multiply both element-mean KL terms by 10, so the
 /// loss and every gradient are 10x those of the CIFAR-10 form on the same batch; the batch-mean
-/// form keeps no factor (spec/methods.md, RSLAD).
+/// form keeps no factor (docs/spec/methods.md, RSLAD).
 #[test]
 fn rslad_cifar100_scales_the_official_kl_by_ten() {
     use rslad::train::TrainOverrides;

@@ -84,7 +84,7 @@ fn every_method_beats_natural_training_in_robust_accuracy() {
         if matches!(method, "ard" | "iad" | "rslad") {
             extra.extend(["--teacher", t, "--teacher-model", "cnn-small"]);
         }
-        // Two epochs are too few for the official 1/C-scaled KL (spec/methods.md), and for
+        // Two epochs are too few for the official 1/C-scaled KL (docs/spec/methods.md), and for
         // ARD's τ = 30, whose τ²-scaled KL is a logit regression with gradient (s − t)/C: it
         // needs the long schedules it was made for. The test checks that the methods train.
         if matches!(method, "ard" | "rslad") {

@@ -1,6 +1,6 @@
 //! Attack parity with the field's reference implementations: on a small robust model, each
 //! rslad attack's robust accuracy is at most torchattacks' (3.5.1) + 0.5 percentage points on
-//! the same images. An attack weaker than the reference is a bug (spec/attacks.md).
+//! the same images. An attack weaker than the reference is a bug (docs/spec/attacks.md).
 //!
 //! Needs python3 with torch and torchattacks (.ci/run installs them). Outside CI the test skips
 //! loudly when they are missing; with `CI` set it fails.

@@ -1,4 +1,4 @@
-//! Evaluation attacks under the L-inf threat model (spec/attacks.md).
+//! Evaluation attacks under the L-inf threat model (docs/spec/attacks.md).
 //!
 //! An [`Attack`] is a value configured once and run on batches: given a classifier, images in
 //! [0,1] and labels, it returns adversarial images within the ε-ball and [0,1]. Callers pass an

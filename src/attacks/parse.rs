@@ -50,7 +50,7 @@ fn pgd_preset(name: &str, eps: f64, seed: u64) -> Option<Pgd> {
             PgdLoss::CrossEntropy,
         ),
         // The current TRADES script starts at x + U(−ε, ε), not clipped before the first step
-        // (spec/attacks.md, PGD_TRADES); `start=none` gives the early script's zero start.
+        // (docs/spec/attacks.md, PGD_TRADES); `start=none` gives the early script's zero start.
         "pgd-trades" => (
             "PGD_TRADES",
             20,
@@ -198,7 +198,7 @@ fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, At
                     )?);
                 }
                 // The official composer builds Square with `resc_schedule=False`: its p-schedule
-                // is not rescaled to the query budget (spec/attacks.md, Square).
+                // is not rescaled to the query budget (docs/spec/attacks.md, Square).
                 let mut square = square::Square::new("Square", eps, seed);
                 square.rescale_schedule = false;
                 if let Some(v) = opts.uint("queries")? {

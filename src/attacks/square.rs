@@ -26,7 +26,7 @@ pub struct Square {
     pub seed: u64,
     /// Rescale the p-schedule (defined for 10,000 queries) to `queries`: the class default of
     /// the reference `SquareAttack` (`resc_schedule=True`). AutoAttack's composer turns it off
-    /// (spec/attacks.md, Square).
+    /// (docs/spec/attacks.md, Square).
     pub rescale_schedule: bool,
 }
 
@@ -257,7 +257,7 @@ mod tests {
     }
 
     /// Standalone Square rescales the 10,000-query schedule to its budget; inside AutoAttack
-    /// (5000 queries) the halvings happen at the unscaled iterations (spec/attacks.md).
+    /// (5000 queries) the halvings happen at the unscaled iterations (docs/spec/attacks.md).
     #[test]
     fn schedules_rescaled_and_unscaled() {
         let mut sq = Square::new("Square", 0.1, 0);

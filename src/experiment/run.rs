@@ -313,7 +313,7 @@ mod tests {
     }
 
     /// The paper experiments train each baseline on its official code's schedule and batch
-    /// size and RSLAD (with natural and SAT) on RSLAD's 300 epochs (spec/methods.md).
+    /// size and RSLAD (with natural and SAT) on RSLAD's 300 epochs (docs/spec/methods.md).
     #[test]
     fn paper_experiments_give_each_baseline_its_official_schedule() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");

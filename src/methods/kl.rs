@@ -1,5 +1,5 @@
 //! The KL divergences of the distillation losses, with the reductions the official codes use
-//! (they differ, and the difference matters: see spec/methods.md).
+//! (they differ, and the difference matters: see docs/spec/methods.md).
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};

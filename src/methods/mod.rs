@@ -1,4 +1,4 @@
-//! Training objectives (spec/methods.md). A [`Method`] builds its adversarial inputs for a
+//! Training objectives (docs/spec/methods.md). A [`Method`] builds its adversarial inputs for a
 //! batch (its inner maximisation) and returns the outer loss to minimise. Methods use the
 //! attack engine and never touch the optimizer, files or the command line.
 
@@ -67,7 +67,7 @@ impl std::str::FromStr for AttackBn {
 pub enum BnPasses {
     /// Every pass the official code runs, used or not: ARD's clean pass even at α = 1, IAD's
     /// clean pass (and a second one in the introspection phase), TRADES' clean batch twice
-    /// (spec/methods.md).
+    /// (docs/spec/methods.md).
     Official,
     /// Only the passes whose output enters the loss (rslad before 2026-11-28).
     Minimal,
@@ -98,7 +98,7 @@ fn one() -> f64 {
 /// The factor on RSLAD's two KL terms. The official CIFAR-100 scripts multiply each
 /// element-mean KL by 10 (`resnet18_rslad_cifar100.py`: "to keep consistent with CIFAR-10"),
 /// undoing the extra 1/10 of a mean over C = 100 classes instead of 10; the batch-mean KL has
-/// no 1/C and needs no factor (spec/methods.md, RSLAD).
+/// no 1/C and needs no factor (docs/spec/methods.md, RSLAD).
 pub fn rslad_kl_scale(name: &str, dataset: DatasetKind, reduction: KlReduction) -> f64 {
     if name == "rslad" && dataset == DatasetKind::Cifar100 && reduction == KlReduction::Official {
         10.0

@@ -380,7 +380,7 @@ mod shape_tests {
     }
 
     /// Trainable parameters (BatchNorm running statistics and normalisation buffers excluded)
-    /// equal the PyTorch reference definitions' counts (spec/models.md).
+    /// equal the PyTorch reference definitions' counts (docs/spec/models.md).
     #[test]
     fn parameter_counts_match_the_references() {
         let device = Device::default();

@@ -247,7 +247,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
 }
 
 /// The paper's numbers (CIFAR-10, ResNet-18 student, TRADES WRN-34-10 teacher, ε = 8/255, best
-/// checkpoint), as quoted by later work (spec/results.md): (method, column, accuracy in %).
+/// checkpoint), as quoted by later work (docs/spec/results.md): (method, column, accuracy in %).
 pub const PAPER_QUOTED: &[(&str, &str, f64)] = &[
     ("sat", "Clean", 83.38),
     ("sat", "AA", 45.83),
@@ -390,7 +390,7 @@ pub fn markdown(report: &Report) -> String {
     md.push_str("## White-box robustness (best and last checkpoint)\n\n");
     md.push_str(&table(&report.white_box, WHITE_BOX, true));
     if any_paper {
-        md.push_str("\nIn parentheses: the paper's numbers as quoted by later work (spec/results.md), same setup.\n");
+        md.push_str("\nIn parentheses: the paper's numbers as quoted by later work (docs/spec/results.md), same setup.\n");
     }
     if !report.black_box.is_empty() {
         md.push_str("\n## Black-box robustness (best checkpoint)\n\nTransfer attacks crafted on the surrogate; Square queries the model.\n\n");

@@ -20,7 +20,7 @@ pub const REPLICATES: usize = 5000;
 /// The bootstrap's seed: the report is a pure function of the results files.
 pub const BOOTSTRAP_SEED: u64 = 0;
 /// How far, in AutoAttack points, the teacher must be above the SAT student for the claim to be
-/// testable (spec/methods.md, CPU-scale setting: distillation cannot pass on robustness the
+/// testable (docs/spec/methods.md, CPU-scale setting: distillation cannot pass on robustness the
 /// teacher does not have).
 pub const TEACHER_MARGIN_POINTS: f64 = 5.0;
 
@@ -267,7 +267,7 @@ pub fn claim(groups: &[GroupResults]) -> (Vec<Comparison>, Vec<Comparison>, Vec<
         if points < TEACHER_MARGIN_POINTS {
             warnings.push(format!(
                 "the {} teacher is {points:+.2} AA points above the {} SAT student, under the \
-                 {} the claim needs (spec/methods.md, CPU-scale traps): distillation cannot pass \
+                 {} the claim needs (docs/spec/methods.md, CPU-scale traps): distillation cannot pass \
                  on robustness the teacher lacks; train the teacher longer (teacher.epochs) or \
                  wider before the other students",
                 m.model, m.against_model, TEACHER_MARGIN_POINTS

@@ -37,7 +37,7 @@ def read_idx(directory, name):
 
 
 class MarginPGD(torchattacks.PGD):
-    """CW-inf: PGD on -max(z_y - max_{i!=y} z_i + kappa, 0), summed (spec/attacks.md)."""
+    """CW-inf: PGD on -max(z_y - max_{i!=y} z_i + kappa, 0), summed (docs/spec/attacks.md)."""
 
     def __init__(self, model, eps, alpha, steps, kappa):
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=True)

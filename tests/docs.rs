@@ -124,3 +124,79 @@ fn spec_citations_point_inside_the_repository() {
         assert!(root.join("docs/spec").join(f).is_file(), "docs/spec/{f}");
     }
 }
+
+/// docs/architecture.md's module table is the rule for imports: every `crate::NAME` path in a
+/// module's files must name the module itself or one the table allows, and every module of
+/// src/lib.rs has a row.
+#[test]
+fn modules_import_only_what_docs_architecture_allows() {
+    let doc = repo("docs/architecture.md");
+    let table: std::collections::BTreeMap<String, Vec<String>> = doc
+        .lines()
+        .skip_while(|l| !l.starts_with("| module | may import |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cols: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let allowed = cols[1]
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            (cols[0].to_string(), allowed)
+        })
+        .collect();
+    let lib = repo("src/lib.rs");
+    let modules: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|l| l.trim_end_matches(';'))
+        .collect();
+    assert!(modules.len() >= 10, "src/lib.rs: {modules:?}");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut bad = Vec::new();
+    for m in &modules {
+        let allowed = table
+            .get(*m)
+            .unwrap_or_else(|| panic!("docs/architecture.md has no row for module {m}"));
+        let mut files = Vec::new();
+        let single = root.join(format!("{m}.rs"));
+        if single.is_file() {
+            files.push(single);
+        }
+        let mut stack = vec![root.join(m)];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(!files.is_empty(), "module {m} has no files");
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (at, _) in text.match_indices("crate::") {
+                let name: String = text[at + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name != *m && !allowed.contains(&name) {
+                    bad.push(format!("{}: crate::{name}", f.display()));
+                }
+            }
+        }
+    }
+    bad.sort();
+    bad.dedup();
+    assert!(
+        bad.is_empty(),
+        "imports docs/architecture.md does not allow: {bad:#?}"
+    );
+}

@@ -5,7 +5,7 @@
 
 use super::losses;
 use super::observe::Event;
-use super::parse::Options;
+use super::parse::AttackOptions;
 use super::registry::{AttackEntry, Input, OptionDefault, OptionKind, OptionSpec};
 use super::rng::{noise, Noise};
 use super::util::{
@@ -116,7 +116,10 @@ impl Apgd {
         Apgd::new(label, eps, loss, seed)
     }
 
-    fn from_options(loss: ApgdLoss, o: &Options) -> Result<Vec<Box<dyn Attack>>, AttackError> {
+    fn from_options(
+        loss: ApgdLoss,
+        o: &AttackOptions,
+    ) -> Result<Vec<Box<dyn Attack>>, AttackError> {
         let mut a = Apgd::standard(loss, o.eps(), o.seed());
         if let Some(v) = o.count("steps") {
             a.iterations = v;

@@ -50,7 +50,7 @@ fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, At
             ),
         });
     }
-    let mut opts = Options {
+    let mut opts = AttackOptions {
         attack: name,
         eps: ctx.eps,
         seed: ctx.seed,
@@ -77,7 +77,7 @@ enum Value {
 
 /// The options of one list item, read by the entry's schema; the constructor takes what it
 /// needs, and an option it did not take is refused (it would do nothing).
-pub struct Options {
+pub struct AttackOptions {
     attack: String,
     eps: f64,
     seed: u64,
@@ -88,7 +88,7 @@ pub struct Options {
     used: RefCell<Vec<String>>,
 }
 
-impl Options {
+impl AttackOptions {
     /// Reads `key=value` pairs separated by colons: each key once, each known to the schema,
     /// each value of its kind.
     fn read(&mut self, rest: &str, own: &'static [OptionSpec]) -> Result<(), AttackError> {

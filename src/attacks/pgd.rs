@@ -4,7 +4,7 @@
 //! maximisation are configurations of it.
 
 use super::losses;
-use super::parse::Options;
+use super::parse::AttackOptions;
 use super::registry::{AttackEntry, Input, OptionDefault, OptionKind, OptionSpec};
 use super::rng::{noise, Noise};
 use super::util::{choose_rows, correct, input_grad, Ball};
@@ -171,7 +171,10 @@ impl Pgd {
     }
 
     /// The preset with the options of an attack list applied.
-    fn from_options(preset: Preset, o: &Options) -> Result<Vec<Box<dyn Attack>>, AttackError> {
+    fn from_options(
+        preset: Preset,
+        o: &AttackOptions,
+    ) -> Result<Vec<Box<dyn Attack>>, AttackError> {
         let mut p = Pgd::preset(preset, o.eps(), o.seed());
         if let Some(v) = o.count("steps") {
             p.steps = v;

@@ -3,7 +3,7 @@
 //! error, `rslad eval --help` and the README check are derived from this list, so adding an
 //! attack is one new file and one line here (spec/attacks.md names the attacks).
 
-use super::parse::Options;
+use super::parse::AttackOptions;
 use super::{apgd, autoattack, fab, pgd, square, transfer, Attack, AttackContext, AttackError};
 
 /// Every attack known by name, in the order help lists them.
@@ -52,7 +52,7 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
 ];
 
 /// Builds the configured attacks of one list item (`transfer:PATH` gives two columns).
-pub type Build = fn(&Options, &AttackContext) -> Result<Vec<Box<dyn Attack>>, AttackError>;
+pub type Build = fn(&AttackOptions, &AttackContext) -> Result<Vec<Box<dyn Attack>>, AttackError>;
 
 /// One attack as the registry knows it.
 pub struct AttackEntry {

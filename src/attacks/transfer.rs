@@ -1,7 +1,7 @@
 //! Black-box transfer attack: adversarial examples crafted with a white-box attack on a
 //! surrogate model (the paper: an adversarially trained ResNet-50), then shown to the target.
 
-use super::parse::Options;
+use super::parse::AttackOptions;
 use super::pgd::{Pgd, Preset};
 use super::registry::{AttackEntry, Input};
 use super::{Attack, AttackContext, AttackError, Outcome};
@@ -37,7 +37,7 @@ pub const TRANSFER_CW: AttackEntry = AttackEntry {
 /// One transfer attack per preset, each crafting its points on the surrogate at `o.path()`
 /// (at the evaluation's ε and seed).
 fn build(
-    o: &Options,
+    o: &AttackOptions,
     ctx: &AttackContext,
     presets: &[Preset],
 ) -> Result<Vec<Box<dyn Attack>>, AttackError> {

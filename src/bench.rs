@@ -2,8 +2,10 @@
 //! each method (with its 10-step inner attack), one attack step (input gradient, eval mode)
 //! and an eval forward, as median time and images/s.
 
+use crate::attacks::apgd::{Apgd, ApgdLoss};
 use crate::attacks::autoattack::ComponentRun;
 use crate::attacks::observe::Event;
+use crate::attacks::{Attack, Pgd, Preset};
 use crate::data::{BatchIter, DatasetKind, LoaderConfig};
 use crate::methods::{self, MethodConfig, StepInput, METHODS};
 use crate::models::{load_model, save_model, Classifier, Model, ModelSpec};
@@ -159,16 +161,15 @@ pub fn run_model(
     push("eval forward".into(), t);
     // Whole evaluation attacks with a fixed amount of work per image (AutoAttack's targeted
     // parts and Square stop on success, so their cost depends on the model's robustness).
-    let ctx = crate::attacks::AttackContext {
-        eps: dataset.default_eps(),
-        seed: 0,
-        device,
-        target: &model.spec,
-    };
-    for name in ["fgsm", "pgd-sat", "pgd-trades", "cw", "apgd-ce"] {
-        let attack = crate::attacks::parse_list(name, &ctx)
-            .map_err(|e| e.to_string())?
-            .remove(0);
+    let eps = dataset.default_eps();
+    let timed: [Box<dyn Attack>; 5] = [
+        Box::new(Pgd::preset(Preset::Fgsm, eps, 0)),
+        Box::new(Pgd::preset(Preset::Sat, eps, 0)),
+        Box::new(Pgd::preset(Preset::Trades, eps, 0)),
+        Box::new(Pgd::preset(Preset::Cw, eps, 0)),
+        Box::new(Apgd::standard(ApgdLoss::Ce, eps, 0)),
+    ];
+    for attack in timed {
         let t = time(reps.min(2), device, probe, || {
             let _ = attack
                 .run(&model, x.clone(), y.clone(), &ids)

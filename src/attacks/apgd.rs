@@ -5,13 +5,63 @@
 
 use super::losses;
 use super::observe::Event;
+use super::parse::AttackOptions;
+use super::registry::{AttackEntry, Input, OptionDefault, OptionKind, OptionSpec};
 use super::rng::{noise, Noise};
 use super::util::{
     choose, choose_rows, index_tensor, input_grad, linf, rows, to_bools, to_f32s, to_i64s, Ball,
 };
-use super::{Attack, Outcome, SubsetTracker};
+use super::{Attack, AttackError, Outcome, SubsetTracker};
 use crate::models::Classifier;
 use burn::prelude::*;
+
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "steps",
+        kind: OptionKind::Count,
+        default: OptionDefault::Value("100"),
+        help: "iterations",
+        requires: None,
+    },
+    OptionSpec {
+        key: "restarts",
+        kind: OptionKind::Count,
+        default: OptionDefault::Value("1"),
+        help: "runs from fresh random starts on the points still robust",
+        requires: None,
+    },
+    OptionSpec {
+        key: "targets",
+        kind: OptionKind::Count,
+        default: OptionDefault::Value("9"),
+        help: "target classes of the targeted loss (no effect on the untargeted ones)",
+        requires: None,
+    },
+];
+
+pub const APGD_CE: AttackEntry = AttackEntry {
+    names: &["apgd-ce"],
+    help: "APGD-CE: Auto-PGD on cross-entropy, 100 iterations (AutoAttack's first component)",
+    input: Input::Options(OPTIONS),
+    min_classes: 2,
+    build: |o, _| Apgd::from_options(ApgdLoss::Ce, o),
+};
+
+pub const APGD_DLR: AttackEntry = AttackEntry {
+    names: &["apgd-dlr"],
+    help: "APGD-DLR: Auto-PGD on the untargeted DLR loss, 100 iterations",
+    input: Input::Options(OPTIONS),
+    min_classes: 3,
+    build: |o, _| Apgd::from_options(ApgdLoss::Dlr, o),
+};
+
+pub const APGD_T: AttackEntry = AttackEntry {
+    names: &["apgd-t"],
+    help: "APGD-T: Auto-PGD on the targeted DLR loss against the 9 most likely other classes",
+    input: Input::Options(OPTIONS),
+    min_classes: 4,
+    build: |o, _| Apgd::from_options(ApgdLoss::DlrTargeted, o),
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -54,6 +104,33 @@ impl Apgd {
             seed,
             stack_rows: super::util::MAX_STACKED_ROWS,
         }
+    }
+
+    /// The standard configuration of `loss` (as AutoAttack runs it), labelled by its loss.
+    pub fn standard(loss: ApgdLoss, eps: f64, seed: u64) -> Self {
+        let label = match loss {
+            ApgdLoss::Ce => "APGD-CE",
+            ApgdLoss::Dlr => "APGD-DLR",
+            ApgdLoss::DlrTargeted => "APGD-T",
+        };
+        Apgd::new(label, eps, loss, seed)
+    }
+
+    fn from_options(
+        loss: ApgdLoss,
+        o: &AttackOptions,
+    ) -> Result<Vec<Box<dyn Attack>>, AttackError> {
+        let mut a = Apgd::standard(loss, o.eps(), o.seed());
+        if let Some(v) = o.count("steps") {
+            a.iterations = v;
+        }
+        if let Some(v) = o.count("restarts") {
+            a.restarts = v;
+        }
+        if let Some(v) = o.count("targets") {
+            a.target_classes = v;
+        }
+        Ok(vec![Box::new(a)])
     }
 
     /// Iterations at which the step size is reconsidered: w_j = first at 0.22·N, then gaps

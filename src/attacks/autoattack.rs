@@ -3,12 +3,43 @@
 //! classified. A point is robust only if no component broke it; the robust accuracy after
 //! each component is reported as a stage.
 
+use super::apgd::{Apgd, ApgdLoss};
+use super::fab::Fab;
 use super::observe::Event;
+use super::registry::{AttackEntry, Input, OptionDefault, OptionKind, OptionSpec};
+use super::square::Square;
 use super::util::{correct, to_bools};
 use super::{Attack, Outcome, SubsetTracker};
 use crate::models::Classifier;
 use burn::prelude::*;
 use std::time::Instant;
+
+pub const AA: AttackEntry = AttackEntry {
+    names: &["aa", "autoattack"],
+    help: "AutoAttack, standard version: APGD-CE, APGD-T, FAB-T, Square, each on the points \
+           still robust; robust accuracy after each",
+    input: Input::Options(&[
+        OptionSpec {
+            key: "steps",
+            kind: OptionKind::Count,
+            default: OptionDefault::Value("100"),
+            help: "iterations of APGD-CE, APGD-T and FAB-T (fewer: a quick look)",
+            requires: None,
+        },
+        OptionSpec {
+            key: "queries",
+            kind: OptionKind::Count,
+            default: OptionDefault::Value("5000"),
+            help: "queries of Square",
+            requires: None,
+        },
+    ]),
+    min_classes: 4,
+    build: |o, _| {
+        let aa = AutoAttack::standard(o.eps(), o.seed(), o.count("steps"), o.count("queries"));
+        Ok(vec![Box::new(aa)])
+    },
+};
 
 pub struct AutoAttack {
     pub components: Vec<Box<dyn Attack>>,
@@ -26,6 +57,39 @@ pub struct ComponentRun {
 }
 
 impl AutoAttack {
+    /// The standard version at radius `eps`; `iterations` (APGD and FAB) and `queries`
+    /// (Square) shorten it for tests and quick looks.
+    pub fn standard(
+        eps: f64,
+        seed: u64,
+        iterations: Option<usize>,
+        queries: Option<usize>,
+    ) -> Self {
+        let mut apgd_ce = Apgd::standard(ApgdLoss::Ce, eps, seed);
+        let mut apgd_t = Apgd::standard(ApgdLoss::DlrTargeted, eps, seed);
+        let mut fab_t = Fab::standard(eps, seed);
+        if let Some(n) = iterations {
+            apgd_ce.iterations = n;
+            apgd_t.iterations = n;
+            fab_t.iterations = n;
+        }
+        // The official composer builds Square with `resc_schedule=False`: its p-schedule is
+        // not rescaled to the query budget (docs/spec/attacks.md, Square).
+        let mut square = Square::new("Square", eps, seed);
+        square.rescale_schedule = false;
+        if let Some(q) = queries {
+            square.queries = q;
+        }
+        AutoAttack {
+            components: vec![
+                Box::new(apgd_ce),
+                Box::new(apgd_t),
+                Box::new(fab_t),
+                Box::new(square),
+            ],
+        }
+    }
+
     /// Runs the components in order, each on the points still robust, and times each.
     pub fn run_components(
         &self,

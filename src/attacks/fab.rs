@@ -6,11 +6,54 @@
 
 use super::losses::pick;
 use super::observe::Event;
+use super::registry::{AttackEntry, Input, OptionDefault, OptionKind, OptionSpec};
 use super::rng::{draw, example_rng, Noise};
 use super::util::{input_grad, to_f32s, to_i64s};
 use super::{Attack, Outcome, SubsetTracker};
 use crate::models::Classifier;
 use burn::prelude::*;
+
+pub const FAB_T: AttackEntry = AttackEntry {
+    names: &["fab-t"],
+    help: "FAB-T: targeted fast adaptive boundary attack, 100 iterations, 9 target classes",
+    input: Input::Options(&[
+        OptionSpec {
+            key: "steps",
+            kind: OptionKind::Count,
+            default: OptionDefault::Value("100"),
+            help: "iterations",
+            requires: None,
+        },
+        OptionSpec {
+            key: "targets",
+            kind: OptionKind::Count,
+            default: OptionDefault::Value("9"),
+            help: "target classes (the most likely other classes)",
+            requires: None,
+        },
+        OptionSpec {
+            key: "restarts",
+            kind: OptionKind::Count,
+            default: OptionDefault::Value("1"),
+            help: "runs from fresh random starts on the points still robust",
+            requires: None,
+        },
+    ]),
+    min_classes: 2,
+    build: |o, _| {
+        let mut a = Fab::standard(o.eps(), o.seed());
+        if let Some(v) = o.count("steps") {
+            a.iterations = v;
+        }
+        if let Some(v) = o.count("targets") {
+            a.target_classes = v;
+        }
+        if let Some(v) = o.count("restarts") {
+            a.restarts = v;
+        }
+        Ok(vec![Box::new(a)])
+    },
+};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Fab {
@@ -44,6 +87,11 @@ impl Fab {
             seed,
             stack_rows: super::util::MAX_STACKED_ROWS,
         }
+    }
+
+    /// The targeted version as AutoAttack runs it, labelled FAB-T.
+    pub fn standard(eps: f64, seed: u64) -> Self {
+        Fab::new("FAB-T", eps, seed)
     }
 
     /// Targeted FAB on stacked rows: row r attacks example `owner[r]` (clean point `x0`,

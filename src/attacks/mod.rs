@@ -3,25 +3,31 @@
 //! An [`Attack`] is a value configured once and run on batches: given a classifier, images in
 //! [0,1] and labels, it returns adversarial images within the ε-ball and [0,1]. Callers pass an
 //! eval-mode (`valid()`) model: BatchNorm then uses its running statistics and no weight
-//! gradient is computed. `pgd.rs` is the one iterative engine; the registry below turns names
-//! such as `pgd-sat` or `aa` into configured attacks.
+//! gradient is computed. `pgd.rs` is the one iterative engine; each attack's file holds its
+//! registry entry, `registry.rs` lists them, and `parse.rs` turns lists such as `pgd-sat,aa`
+//! into configured attacks.
 
 pub mod apgd;
 pub mod autoattack;
 pub mod fab;
 pub mod losses;
 pub mod observe;
+mod parse;
 pub mod pgd;
+pub mod registry;
 pub mod rng;
 pub mod square;
 pub mod transfer;
 pub mod util;
 
-use crate::models::{load_model, Classifier, ModelSpec};
+use crate::models::{Classifier, ModelSpec};
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
-use pgd::{Pgd, PgdLoss, Start};
 use std::path::PathBuf;
+
+pub use parse::{parse_list, AttackOptions};
+pub use pgd::{Pgd, Preset, TRADES_STEP_RATIO};
+pub use registry::PAPER;
 
 /// What an attack returns: adversarial images (row i for example i) and, for composite attacks,
 /// per-example robustness after each component (`stages`, cumulative).
@@ -145,7 +151,7 @@ impl SubsetTracker {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttackError {
-    #[error("unknown attack '{0}'. Known: none, paper, fgsm, pgd, pgd-sat, pgd-trades, cw, apgd-ce, apgd-dlr, apgd-t, fab-t, square, aa, transfer:PATH, transfer-pgd:PATH, transfer-cw:PATH")]
+    #[error("unknown attack '{0}'. Known: {known}", known = registry::known_names())]
     Unknown(String),
     #[error("attack '{attack}': {detail}")]
     BadOption { attack: String, detail: String },
@@ -162,6 +168,3 @@ pub struct AttackContext<'a> {
     /// The evaluated model (a transfer surrogate must fit its input and classes).
     pub target: &'a ModelSpec,
 }
-
-mod parse;
-pub use parse::{parse_list, PAPER, TRADES_STEP_RATIO};

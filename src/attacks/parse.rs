@@ -1,26 +1,24 @@
-//! The attack registry: names and options such as `pgd-sat:step=0.01` into configured attacks.
+//! Attack lists such as `fgsm,pgd-sat:step=0.01,aa` into configured attacks: each item is looked
+//! up in the [registry](super::registry), its options are read by the entry's schema, and the
+//! entry's constructor builds it.
 
-use super::*;
-
-/// The paper's white-box set (Tables 2 and 3).
-pub const PAPER: &[&str] = &["fgsm", "pgd-sat", "pgd-trades", "cw", "aa"];
-
-/// Step size of PGD_TRADES relative to ε: 0.003 at ε = 8/255 (TRADES' `pgd_attack_cifar10.py`).
-pub const TRADES_STEP_RATIO: f64 = 0.003 / (8.0 / 255.0);
+use super::registry::{
+    self, Input, OptionKind, OptionSpec, COMMON_OPTIONS, NO_ATTACK_WORDS, PAPER, PAPER_WORD,
+};
+use super::{Attack, AttackContext, AttackError};
+use std::cell::RefCell;
 
 /// Parses a comma-separated list such as `fgsm,pgd-sat,aa` or `paper`. An attack can take
 /// options after colons: `pgd:steps=50:step=0.002:restarts=5:loss=cw:start=none`.
 pub fn parse_list(list: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, AttackError> {
     let mut out = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match item {
-            "none" | "clean" => {}
-            "paper" => {
-                for name in PAPER {
-                    out.extend(parse_one(name, ctx)?);
-                }
+        if item == PAPER_WORD {
+            for name in PAPER {
+                out.extend(parse_one(name, ctx)?);
             }
-            _ => out.extend(parse_one(item, ctx)?),
+        } else if !NO_ATTACK_WORDS.contains(&item) {
+            out.extend(parse_one(item, ctx)?);
         }
     }
     // The same attack twice only doubles the cost (and its column appears twice).
@@ -38,334 +36,233 @@ pub fn parse_list(list: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>
     Ok(out)
 }
 
-fn pgd_preset(name: &str, eps: f64, seed: u64) -> Option<Pgd> {
-    let (label, steps, step_size, start, loss) = match name {
-        "fgsm" => ("FGSM", 1, eps, Start::None, PgdLoss::CrossEntropy),
-        "pgd" => ("PGD", 20, eps / 4.0, Start::Uniform, PgdLoss::CrossEntropy),
-        "pgd-sat" => (
-            "PGD_SAT",
-            20,
-            eps / 4.0,
-            Start::Uniform,
-            PgdLoss::CrossEntropy,
-        ),
-        // The current TRADES script starts at x + U(−ε, ε), not clipped before the first step
-        // (docs/spec/attacks.md, PGD_TRADES); `start=none` gives the early script's zero start.
-        "pgd-trades" => (
-            "PGD_TRADES",
-            20,
-            eps * TRADES_STEP_RATIO,
-            Start::Uniform,
-            PgdLoss::CrossEntropy,
-        ),
-        "cw" => (
-            "CW",
-            20,
-            eps / 4.0,
-            Start::Uniform,
-            PgdLoss::Margin { kappa: 50.0 },
-        ),
-        _ => return None,
-    };
-    Some(Pgd {
-        label: label.to_string(),
-        eps,
-        step_size,
-        steps,
-        start,
-        clip_start: name != "pgd-trades",
-        loss,
-        restarts: 1,
-        seed,
-    })
-}
-
+/// One item: `name`, `name:key=value:...` or `name:PATH`.
 fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, AttackError> {
     let (name, rest) = item.split_once(':').unwrap_or((item, ""));
     let name = name.to_ascii_lowercase();
-    if let Some(kind) = name.strip_prefix("transfer") {
-        return transfer(kind, rest, ctx);
-    }
-    let opts = Options::parse(&name, rest)?;
-    let needed = match name.as_str() {
-        "apgd-dlr" => 3,
-        "apgd-t" | "aa" | "autoattack" => 4,
-        _ => 2,
-    };
-    if ctx.target.num_classes < needed {
+    let entry = registry::lookup(&name).ok_or_else(|| AttackError::Unknown(item.to_string()))?;
+    if ctx.target.num_classes < entry.min_classes {
         return Err(AttackError::BadOption {
-            attack: name.clone(),
+            attack: name,
             detail: format!(
-                "its DLR loss needs at least {needed} classes; the model has {}",
-                ctx.target.num_classes
+                "needs at least {} classes; the model has {}",
+                entry.min_classes, ctx.target.num_classes
             ),
         });
     }
-    let (eps, seed) = (
-        opts.float("eps")?.unwrap_or(ctx.eps),
-        opts.uint("seed")?.unwrap_or(ctx.seed),
-    );
-    let attack: Box<dyn Attack> = if let Some(mut p) = pgd_preset(&name, eps, seed) {
-        if let Some(v) = opts.uint("steps")? {
-            p.steps = v as usize;
-        }
-        if let Some(v) = opts.float("step")? {
-            p.step_size = v;
-        }
-        if let Some(v) = opts.uint("restarts")? {
-            p.restarts = v as usize;
-        }
-        if let Some(v) = opts.get("start") {
-            p.start = match v {
-                "none" => Start::None,
-                "uniform" => Start::Uniform,
-                "gaussian" => Start::Gaussian { std: 0.001 },
-                other => {
-                    return Err(
-                        opts.bad(format!("start '{other}' is not none, uniform or gaussian"))
-                    )
-                }
-            }
-        }
-        if let Some(v) = opts.get("loss") {
-            p.loss = match v {
-                "ce" => PgdLoss::CrossEntropy,
-                "cw" | "margin" => PgdLoss::Margin {
-                    kappa: opts.float("kappa")?.unwrap_or(50.0),
-                },
-                "dlr" => PgdLoss::Dlr,
-                other => return Err(opts.bad(format!("loss '{other}' is not ce, cw or dlr"))),
-            }
-        }
-        if name == "pgd" && !opts.is_empty() {
-            p.label = format!("PGD-{}", p.steps);
-        }
-        Box::new(p)
-    } else {
-        match name.as_str() {
-            "apgd-ce" | "apgd-dlr" | "apgd-t" => {
-                let (label, loss) = match name.as_str() {
-                    "apgd-ce" => ("APGD-CE", apgd::ApgdLoss::Ce),
-                    "apgd-dlr" => ("APGD-DLR", apgd::ApgdLoss::Dlr),
-                    _ => ("APGD-T", apgd::ApgdLoss::DlrTargeted),
-                };
-                let mut a = apgd::Apgd::new(label, eps, loss, seed);
-                if let Some(v) = opts.uint("steps")? {
-                    a.iterations = v as usize;
-                }
-                if let Some(v) = opts.uint("restarts")? {
-                    a.restarts = v as usize;
-                }
-                if let Some(v) = opts.uint("targets")? {
-                    a.target_classes = v as usize;
-                }
-                Box::new(a)
-            }
-            "fab-t" => {
-                let mut a = fab::Fab::new("FAB-T", eps, seed);
-                if let Some(v) = opts.uint("steps")? {
-                    a.iterations = v as usize;
-                }
-                if let Some(v) = opts.uint("targets")? {
-                    a.target_classes = v as usize;
-                }
-                if let Some(v) = opts.uint("restarts")? {
-                    a.restarts = v as usize;
-                }
-                Box::new(a)
-            }
-            "square" => {
-                let mut a = square::Square::new("Square", eps, seed);
-                if let Some(v) = opts.uint("queries")? {
-                    a.queries = v as usize;
-                }
-                if let Some(v) = opts.uint("restarts")? {
-                    a.restarts = v as usize;
-                }
-                Box::new(a)
-            }
-            "aa" | "autoattack" => {
-                // `steps` and `queries` shorten the standard version (tests, quick looks).
-                let steps = opts
-                    .uint("steps")?
-                    .map(|v| format!(":steps={v}"))
-                    .unwrap_or_default();
-                let mut components = Vec::new();
-                for c in ["apgd-ce", "apgd-t", "fab-t"] {
-                    components.extend(parse_one(
-                        &format!("{c}:eps={eps}:seed={seed}{steps}"),
-                        ctx,
-                    )?);
-                }
-                // The official composer builds Square with `resc_schedule=False`: its p-schedule
-                // is not rescaled to the query budget (docs/spec/attacks.md, Square).
-                let mut square = square::Square::new("Square", eps, seed);
-                square.rescale_schedule = false;
-                if let Some(v) = opts.uint("queries")? {
-                    square.queries = v as usize;
-                }
-                components.push(Box::new(square));
-                Box::new(autoattack::AutoAttack { components })
-            }
-            _ => return Err(AttackError::Unknown(item.to_string())),
-        }
+    let mut opts = AttackOptions {
+        attack: name,
+        eps: ctx.eps,
+        seed: ctx.seed,
+        path: String::new(),
+        given: Vec::new(),
+        values: Vec::new(),
+        used: RefCell::default(),
     };
-    opts.check_used()?;
-    Ok(vec![attack])
+    match entry.input {
+        Input::Path => opts.path = rest.to_string(),
+        Input::Options(own) => opts.read(rest, own)?,
+    }
+    let attacks = (entry.build)(&opts, ctx)?;
+    opts.check_used(entry.options())?;
+    Ok(attacks)
 }
 
-/// `transfer:PATH` (PGD_SAT-style PGD-20 and CW-inf), `transfer-pgd:PATH`, `transfer-cw:PATH`.
-fn transfer(
-    kind: &str,
-    path: &str,
-    ctx: &AttackContext,
-) -> Result<Vec<Box<dyn Attack>>, AttackError> {
-    if path.is_empty() {
-        return Err(AttackError::BadOption {
-            attack: format!("transfer{kind}"),
-            detail: "needs a surrogate checkpoint: transfer:PATH".into(),
-        });
-    }
-    let inner: Vec<&str> = match kind {
-        "" => vec!["pgd-sat", "cw"],
-        "-pgd" => vec!["pgd-sat"],
-        "-cw" => vec!["cw"],
-        _ => return Err(AttackError::Unknown(format!("transfer{kind}"))),
-    };
-    let path = PathBuf::from(path);
-    let surrogate_err = |e: crate::models::WeightsError| {
-        let text = e.to_string();
-        let prefix = format!("{}: ", path.display());
-        AttackError::Surrogate {
-            path: path.clone(),
-            detail: text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
-        }
-    };
-    // The recorded spec must fit the target before the surrogate is built.
-    let spec = crate::models::peek_spec(&path).map_err(surrogate_err)?;
-    if spec.input != ctx.target.input || spec.num_classes != ctx.target.num_classes {
-        return Err(AttackError::Surrogate {
-            path,
-            detail: format!(
-                "the surrogate takes {:?} with {} classes, the target {:?} with {}",
-                spec.input, spec.num_classes, ctx.target.input, ctx.target.num_classes
-            ),
-        });
-    }
-    let mut out: Vec<Box<dyn Attack>> = Vec::new();
-    for name in inner {
-        let surrogate = load_model(&path, ctx.device, Some(&spec)).map_err(surrogate_err)?;
-        let inner = pgd_preset(name, ctx.eps, ctx.seed).expect("preset exists");
-        let label = if name == "cw" {
-            "Transfer-CW"
-        } else {
-            "Transfer-PGD"
-        };
-        out.push(Box::new(transfer::Transfer {
-            label: label.into(),
-            surrogate_path: path.clone(),
-            surrogate: burn::module::Module::valid(&surrogate),
-            inner: Box::new(inner),
-        }));
-    }
-    Ok(out)
+/// A parsed option value.
+enum Value {
+    Number(f64),
+    Whole(u64),
+    Word(String),
 }
 
-/// `key=value` options of one attack; every option must be used.
-struct Options {
+/// The options of one list item, read by the entry's schema; the constructor takes what it
+/// needs, and an option it did not take is refused (it would do nothing).
+pub struct AttackOptions {
     attack: String,
-    pairs: Vec<(String, String)>,
-    used: std::cell::RefCell<Vec<String>>,
+    eps: f64,
+    seed: u64,
+    path: String,
+    /// `key=value` pairs as given.
+    given: Vec<(String, String)>,
+    values: Vec<(&'static str, Value)>,
+    used: RefCell<Vec<String>>,
 }
 
-impl Options {
-    fn parse(attack: &str, rest: &str) -> Result<Self, AttackError> {
-        let mut pairs = Vec::new();
+impl AttackOptions {
+    /// Reads `key=value` pairs separated by colons: each key once, each known to the schema,
+    /// each value of its kind.
+    fn read(&mut self, rest: &str, own: &'static [OptionSpec]) -> Result<(), AttackError> {
         for part in rest.split(':').filter(|s| !s.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| AttackError::BadOption {
-                attack: attack.to_string(),
-                detail: format!("option '{part}' is not key=value"),
-            })?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| self.bad(format!("option '{part}' is not key=value")))?;
             let key = k.trim().to_string();
-            if pairs.iter().any(|(seen, _)| *seen == key) {
-                return Err(AttackError::BadOption {
-                    attack: attack.to_string(),
-                    detail: format!("option '{key}' is given twice; give it once"),
-                });
+            if self.given.iter().any(|(seen, _)| *seen == key) {
+                return Err(self.bad(format!("option '{key}' is given twice; give it once")));
             }
-            pairs.push((key, v.trim().to_string()));
+            self.given.push((key, v.trim().to_string()));
         }
-        Ok(Options {
-            attack: attack.to_string(),
-            pairs,
-            used: Default::default(),
+        for spec in COMMON_OPTIONS.iter().chain(own) {
+            let Some(raw) = self.raw(spec.key) else {
+                continue;
+            };
+            let value = self.value(spec, raw)?;
+            match (spec.key, &value) {
+                ("eps", Value::Number(eps)) => self.eps = *eps,
+                ("seed", Value::Whole(seed)) => self.seed = *seed,
+                _ => {}
+            }
+            self.values.push((spec.key, value));
+        }
+        if let Some((key, _)) = self
+            .given
+            .iter()
+            .find(|(k, _)| !COMMON_OPTIONS.iter().chain(own).any(|s| s.key == k))
+        {
+            let keys: Vec<&str> = COMMON_OPTIONS.iter().chain(own).map(|s| s.key).collect();
+            return Err(self.bad(format!(
+                "unknown option '{key}'; it takes {}",
+                keys.join(", ")
+            )));
+        }
+        self.used.borrow_mut().extend(["eps".into(), "seed".into()]);
+        Ok(())
+    }
+
+    fn raw(&self, key: &str) -> Option<String> {
+        self.given
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn value(&self, spec: &OptionSpec, v: String) -> Result<Value, AttackError> {
+        let key = spec.key;
+        Ok(match spec.kind {
+            OptionKind::Eps | OptionKind::Step | OptionKind::Number => {
+                let parsed = if spec.kind == OptionKind::Eps {
+                    crate::units::parse_eps(&v)
+                } else {
+                    crate::units::parse_fraction(&v)
+                };
+                let value = parsed.map_err(|e| self.bad(format!("{key}: {e}")))?;
+                if spec.kind == OptionKind::Step && value <= 0.0 {
+                    return Err(self.bad(format!("{key}={v} must be positive (e.g. {key}=2/255)")));
+                }
+                Value::Number(value)
+            }
+            OptionKind::Count | OptionKind::Whole => {
+                let n = v
+                    .parse::<u64>()
+                    .map_err(|_| self.bad(format!("{key}={v} is not a whole number")))?;
+                if n == 0 && spec.kind == OptionKind::Count {
+                    return Err(self.bad(format!("{key}=0 would run no attack; give at least 1")));
+                }
+                Value::Whole(n)
+            }
+            OptionKind::Choice(words) => {
+                if !words.contains(&v.as_str()) {
+                    return Err(self.bad(format!("{key} '{v}' is not {}", or_list(words))));
+                }
+                Value::Word(v)
+            }
         })
     }
 
-    fn is_empty(&self) -> bool {
-        self.pairs.iter().all(|(k, _)| k == "eps" || k == "seed")
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        let v = self
-            .pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str());
+    fn get(&self, key: &str) -> Option<&Value> {
+        let v = self.values.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
         if v.is_some() {
             self.used.borrow_mut().push(key.to_string());
         }
         v
     }
 
-    fn bad(&self, detail: String) -> AttackError {
+    /// The attack's ε: its `eps` option, else the evaluation's.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// The attack's seed: its `seed` option, else the evaluation's.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// What follows the colon of an attack that takes a path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The name as given (lower case).
+    pub fn attack(&self) -> &str {
+        &self.attack
+    }
+
+    /// True when an option besides `eps` and `seed` was given.
+    pub fn any_given(&self) -> bool {
+        self.given.iter().any(|(k, _)| k != "eps" && k != "seed")
+    }
+
+    /// A `Count` or `Whole` option, when given.
+    pub fn count(&self, key: &str) -> Option<usize> {
+        match self.get(key)? {
+            Value::Whole(n) => Some(*n as usize),
+            _ => panic!("attack option {key} is not a count in the registry"),
+        }
+    }
+
+    /// A number option (`Eps`, `Step`, `Number`), when given.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        match self.get(key)? {
+            Value::Number(x) => Some(*x),
+            _ => panic!("attack option {key} is not a number in the registry"),
+        }
+    }
+
+    /// A `Choice` option, when given.
+    pub fn word(&self, key: &str) -> Option<&str> {
+        match self.get(key)? {
+            Value::Word(w) => Some(w),
+            _ => panic!("attack option {key} is not a choice in the registry"),
+        }
+    }
+
+    /// An error about this attack's options.
+    pub fn bad(&self, detail: String) -> AttackError {
         AttackError::BadOption {
             attack: self.attack.clone(),
             detail,
         }
     }
 
-    /// A number or fraction. `eps` is parsed as `--eps` is (within [0, 1]); a `step` must be
-    /// positive (zero or a negative step leaves the clean point or descends the loss, and the
-    /// column would report clean accuracy as robust).
-    fn float(&self, key: &str) -> Result<Option<f64>, AttackError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let parsed = if key == "eps" {
-            crate::units::parse_eps(v)
-        } else {
-            crate::units::parse_fraction(v)
-        };
-        let value = parsed.map_err(|e| self.bad(format!("{key}: {e}")))?;
-        if key == "step" && value <= 0.0 {
-            return Err(self.bad(format!("step={v} must be positive (e.g. step=2/255)")));
-        }
-        Ok(Some(value))
-    }
-
-    /// A whole number; counts of iterations, restarts, target classes and queries must be at
-    /// least 1 (0 runs no attack and reports clean accuracy under the attack's name).
-    fn uint(&self, key: &str) -> Result<Option<u64>, AttackError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let n = v
-            .parse::<u64>()
-            .map_err(|_| self.bad(format!("{key}={v} is not a whole number")))?;
-        if n == 0 && matches!(key, "steps" | "restarts" | "targets" | "queries") {
-            return Err(self.bad(format!("{key}=0 would run no attack; give at least 1")));
-        }
-        Ok(Some(n))
-    }
-
-    fn check_used(&self) -> Result<(), AttackError> {
+    /// Refuses options the constructor did not take: they would do nothing.
+    fn check_used(
+        &self,
+        specs: impl Iterator<Item = &'static OptionSpec>,
+    ) -> Result<(), AttackError> {
+        let specs: Vec<&OptionSpec> = specs.collect();
         let used = self.used.borrow();
-        for (k, _) in &self.pairs {
-            if !used.contains(k) {
-                return Err(self.bad(format!("unknown option '{k}'")));
+        for (k, _) in &self.given {
+            if used.contains(k) {
+                continue;
             }
+            let detail = match specs.iter().find(|s| s.key == k).and_then(|s| s.requires) {
+                Some((key, value)) => format!(
+                    "option '{k}' takes effect only with {key}={value}; add {key}={value} or \
+                     leave {k} out"
+                ),
+                None => format!("option '{k}' does nothing here; leave it out"),
+            };
+            return Err(self.bad(detail));
         }
         Ok(())
+    }
+}
+
+/// `a, b or c`.
+fn or_list(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
     }
 }

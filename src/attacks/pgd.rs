@@ -4,9 +4,11 @@
 //! maximisation are configurations of it.
 
 use super::losses;
+use super::parse::AttackOptions;
+use super::registry::{AttackEntry, Input, OptionDefault, OptionKind, OptionSpec};
 use super::rng::{noise, Noise};
 use super::util::{choose_rows, correct, input_grad, Ball};
-use super::{Attack, Outcome};
+use super::{Attack, AttackError, Outcome};
 use crate::models::Classifier;
 use burn::prelude::*;
 
@@ -104,6 +106,213 @@ pub struct Pgd {
     pub restarts: usize,
     pub seed: u64,
 }
+
+/// The PGD configurations known by name (docs/spec/attacks.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// One step of ε from the clean point.
+    Fgsm,
+    /// Madry's PGD-20, step ε/4, uniform start (`pgd`; its label names its steps once changed).
+    Pgd,
+    /// PGD_SAT: as `Pgd`, under its own label.
+    Sat,
+    /// PGD_TRADES: 20 steps of 0.003 at ε = 8/255, start x + U(−ε, ε) not clipped before the
+    /// first step.
+    Trades,
+    /// CW-inf: the margin loss with κ = 50, 20 steps of ε/4.
+    Cw,
+}
+
+/// Step size of PGD_TRADES relative to ε: 0.003 at ε = 8/255 (TRADES' `pgd_attack_cifar10.py`).
+pub const TRADES_STEP_RATIO: f64 = 0.003 / (8.0 / 255.0);
+
+impl Pgd {
+    /// The preset at radius `eps`, one run (no restarts).
+    pub fn preset(preset: Preset, eps: f64, seed: u64) -> Pgd {
+        let (label, steps, step_size, start, loss) = match preset {
+            Preset::Fgsm => ("FGSM", 1, eps, Start::None, PgdLoss::CrossEntropy),
+            Preset::Pgd => ("PGD", 20, eps / 4.0, Start::Uniform, PgdLoss::CrossEntropy),
+            Preset::Sat => (
+                "PGD_SAT",
+                20,
+                eps / 4.0,
+                Start::Uniform,
+                PgdLoss::CrossEntropy,
+            ),
+            // The current TRADES script starts at x + U(−ε, ε), not clipped before the first
+            // step (docs/spec/attacks.md, PGD_TRADES); `start=none` gives the early script's zero
+            // start.
+            Preset::Trades => (
+                "PGD_TRADES",
+                20,
+                eps * TRADES_STEP_RATIO,
+                Start::Uniform,
+                PgdLoss::CrossEntropy,
+            ),
+            Preset::Cw => (
+                "CW",
+                20,
+                eps / 4.0,
+                Start::Uniform,
+                PgdLoss::Margin { kappa: 50.0 },
+            ),
+        };
+        Pgd {
+            label: label.to_string(),
+            eps,
+            step_size,
+            steps,
+            start,
+            clip_start: preset != Preset::Trades,
+            loss,
+            restarts: 1,
+            seed,
+        }
+    }
+
+    /// The preset with the options of an attack list applied.
+    fn from_options(
+        preset: Preset,
+        o: &AttackOptions,
+    ) -> Result<Vec<Box<dyn Attack>>, AttackError> {
+        let mut p = Pgd::preset(preset, o.eps(), o.seed());
+        if let Some(v) = o.count("steps") {
+            p.steps = v;
+        }
+        if let Some(v) = o.number("step") {
+            p.step_size = v;
+        }
+        if let Some(v) = o.count("restarts") {
+            p.restarts = v;
+        }
+        if let Some(v) = o.word("start") {
+            p.start = match v {
+                "none" => Start::None,
+                "uniform" => Start::Uniform,
+                _ => Start::Gaussian { std: 0.001 },
+            }
+        }
+        if let Some(v) = o.word("loss") {
+            p.loss = match v {
+                "ce" => PgdLoss::CrossEntropy,
+                "dlr" => PgdLoss::Dlr,
+                _ => PgdLoss::Margin {
+                    kappa: o.number("kappa").unwrap_or(50.0),
+                },
+            }
+        }
+        if preset == Preset::Pgd && o.any_given() {
+            p.label = format!("PGD-{}", p.steps);
+        }
+        Ok(vec![Box::new(p)])
+    }
+}
+
+/// The options of every PGD preset; only the defaults differ.
+const fn options(
+    steps: &'static str,
+    step: OptionDefault,
+    start: &'static str,
+    loss: &'static str,
+) -> [OptionSpec; 6] {
+    [
+        OptionSpec {
+            key: "steps",
+            kind: OptionKind::Count,
+            default: OptionDefault::Value(steps),
+            help: "iterations",
+            requires: None,
+        },
+        OptionSpec {
+            key: "step",
+            kind: OptionKind::Step,
+            default: step,
+            help: "step size",
+            requires: None,
+        },
+        OptionSpec {
+            key: "restarts",
+            kind: OptionKind::Count,
+            default: OptionDefault::Value("1"),
+            help: "runs from fresh random starts on the points still robust",
+            requires: None,
+        },
+        OptionSpec {
+            key: "start",
+            kind: OptionKind::Choice(&["none", "uniform", "gaussian"]),
+            default: OptionDefault::Value(start),
+            help: "start: x, x + U(-eps, eps), or x + 0.001 N(0, I)",
+            requires: None,
+        },
+        OptionSpec {
+            key: "loss",
+            kind: OptionKind::Choice(&["ce", "cw", "margin", "dlr"]),
+            default: OptionDefault::Value(loss),
+            help: "cross-entropy, CW margin (cw = margin), or DLR",
+            requires: None,
+        },
+        OptionSpec {
+            key: "kappa",
+            kind: OptionKind::Number,
+            default: OptionDefault::Value("50"),
+            help: "the CW margin's confidence",
+            requires: Some(("loss", "cw")),
+        },
+    ]
+}
+
+const EPS_4: OptionDefault = OptionDefault::EpsTimes(0.25, "eps/4");
+const FGSM_OPTIONS: [OptionSpec; 6] =
+    options("1", OptionDefault::EpsTimes(1.0, "eps"), "none", "ce");
+const PGD_OPTIONS: [OptionSpec; 6] = options("20", EPS_4, "uniform", "ce");
+const TRADES_OPTIONS: [OptionSpec; 6] = options(
+    "20",
+    OptionDefault::EpsTimes(TRADES_STEP_RATIO, "0.003 at eps=8/255"),
+    "uniform",
+    "ce",
+);
+const CW_OPTIONS: [OptionSpec; 6] = options("20", EPS_4, "uniform", "cw");
+
+pub const FGSM: AttackEntry = AttackEntry {
+    names: &["fgsm"],
+    help: "FGSM: one signed-gradient step of eps from the clean point",
+    input: Input::Options(&FGSM_OPTIONS),
+    min_classes: 2,
+    build: |o, _| Pgd::from_options(Preset::Fgsm, o),
+};
+
+pub const PGD: AttackEntry = AttackEntry {
+    names: &["pgd"],
+    help: "PGD-20 on cross-entropy, uniform start; labelled PGD-<steps> once an option is given",
+    input: Input::Options(&PGD_OPTIONS),
+    min_classes: 2,
+    build: |o, _| Pgd::from_options(Preset::Pgd, o),
+};
+
+pub const PGD_SAT: AttackEntry = AttackEntry {
+    names: &["pgd-sat"],
+    help: "PGD_SAT (Madry et al.): 20 steps of eps/4 on cross-entropy, uniform start",
+    input: Input::Options(&PGD_OPTIONS),
+    min_classes: 2,
+    build: |o, _| Pgd::from_options(Preset::Sat, o),
+};
+
+pub const PGD_TRADES: AttackEntry = AttackEntry {
+    names: &["pgd-trades"],
+    help: "PGD_TRADES: 20 steps of 0.003 at 8/255, start x + U(-eps, eps) not clipped to \
+           [0,1] (start=none: the early script's zero start)",
+    input: Input::Options(&TRADES_OPTIONS),
+    min_classes: 2,
+    build: |o, _| Pgd::from_options(Preset::Trades, o),
+};
+
+pub const CW: AttackEntry = AttackEntry {
+    names: &["cw"],
+    help: "CW-inf: PGD-20 of eps/4 on the CW margin loss with kappa = 50",
+    input: Input::Options(&CW_OPTIONS),
+    min_classes: 2,
+    build: |o, _| Pgd::from_options(Preset::Cw, o),
+};
 
 impl Attack for Pgd {
     fn label(&self) -> String {

@@ -8,12 +8,45 @@
 //! not depend on which other examples share the batch.
 
 use super::observe::Event;
+use super::registry::{AttackEntry, Input, OptionDefault, OptionKind, OptionSpec};
 use super::rng::example_rng;
 use super::util::{to_f32s, to_i64s};
 use super::{Attack, Outcome};
 use crate::models::Classifier;
 use burn::prelude::*;
 use rand::Rng;
+
+pub const SQUARE: AttackEntry = AttackEntry {
+    names: &["square"],
+    help: "Square: score-based random search, no gradients (p-schedule rescaled to the queries)",
+    input: Input::Options(&[
+        OptionSpec {
+            key: "queries",
+            kind: OptionKind::Count,
+            default: OptionDefault::Value("5000"),
+            help: "model queries per example",
+            requires: None,
+        },
+        OptionSpec {
+            key: "restarts",
+            kind: OptionKind::Count,
+            default: OptionDefault::Value("1"),
+            help: "runs from fresh random starts on the points still robust",
+            requires: None,
+        },
+    ]),
+    min_classes: 2,
+    build: |o, _| {
+        let mut a = Square::new("Square", o.eps(), o.seed());
+        if let Some(v) = o.count("queries") {
+            a.queries = v;
+        }
+        if let Some(v) = o.count("restarts") {
+            a.restarts = v;
+        }
+        Ok(vec![Box::new(a)])
+    },
+};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Square {

@@ -1,10 +1,86 @@
 //! Black-box transfer attack: adversarial examples crafted with a white-box attack on a
 //! surrogate model (the paper: an adversarially trained ResNet-50), then shown to the target.
 
-use super::{Attack, Outcome};
-use crate::models::{Classifier, Model};
+use super::parse::AttackOptions;
+use super::pgd::{Pgd, Preset};
+use super::registry::{AttackEntry, Input};
+use super::{Attack, AttackContext, AttackError, Outcome};
+use crate::models::{load_model, peek_spec, Classifier, Model, WeightsError};
 use burn::prelude::*;
 use std::path::PathBuf;
+
+pub const TRANSFER: AttackEntry = AttackEntry {
+    names: &["transfer"],
+    help: "PGD_SAT-style PGD-20 and CW-inf crafted on the surrogate checkpoint PATH (2 columns)",
+    input: Input::Path,
+    // The surrogate is checked to have the target's classes.
+    min_classes: 1,
+    build: |o, ctx| build(o, ctx, &[Preset::Sat, Preset::Cw]),
+};
+
+pub const TRANSFER_PGD: AttackEntry = AttackEntry {
+    names: &["transfer-pgd"],
+    help: "PGD_SAT-style PGD-20 crafted on the surrogate checkpoint PATH",
+    input: Input::Path,
+    min_classes: 1,
+    build: |o, ctx| build(o, ctx, &[Preset::Sat]),
+};
+
+pub const TRANSFER_CW: AttackEntry = AttackEntry {
+    names: &["transfer-cw"],
+    help: "CW-inf crafted on the surrogate checkpoint PATH",
+    input: Input::Path,
+    min_classes: 1,
+    build: |o, ctx| build(o, ctx, &[Preset::Cw]),
+};
+
+/// One transfer attack per preset, each crafting its points on the surrogate at `o.path()`
+/// (at the evaluation's ε and seed).
+fn build(
+    o: &AttackOptions,
+    ctx: &AttackContext,
+    presets: &[Preset],
+) -> Result<Vec<Box<dyn Attack>>, AttackError> {
+    if o.path().is_empty() {
+        return Err(o.bad(format!("needs a surrogate checkpoint: {}:PATH", o.attack())));
+    }
+    let path = PathBuf::from(o.path());
+    let surrogate_err = |e: WeightsError| {
+        let text = e.to_string();
+        let prefix = format!("{}: ", path.display());
+        AttackError::Surrogate {
+            path: path.clone(),
+            detail: text.strip_prefix(&prefix).unwrap_or(&text).to_string(),
+        }
+    };
+    // The recorded spec must fit the target before the surrogate is built.
+    let spec = peek_spec(&path).map_err(surrogate_err)?;
+    if spec.input != ctx.target.input || spec.num_classes != ctx.target.num_classes {
+        return Err(AttackError::Surrogate {
+            path,
+            detail: format!(
+                "the surrogate takes {:?} with {} classes, the target {:?} with {}",
+                spec.input, spec.num_classes, ctx.target.input, ctx.target.num_classes
+            ),
+        });
+    }
+    let mut out: Vec<Box<dyn Attack>> = Vec::new();
+    for &preset in presets {
+        let surrogate = load_model(&path, ctx.device, Some(&spec)).map_err(surrogate_err)?;
+        let label = if preset == Preset::Cw {
+            "Transfer-CW"
+        } else {
+            "Transfer-PGD"
+        };
+        out.push(Box::new(Transfer {
+            label: label.into(),
+            surrogate_path: path.clone(),
+            surrogate: burn::module::Module::valid(&surrogate),
+            inner: Box::new(Pgd::preset(preset, o.eps(), o.seed())),
+        }));
+    }
+    Ok(out)
+}
 
 pub struct Transfer {
     pub label: String,

@@ -19,10 +19,12 @@ pub struct EvalArgs {
     dataset: String,
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Comma-separated: none, paper (fgsm,pgd-sat,pgd-trades,cw,aa), fgsm, pgd, pgd-sat,
-    /// pgd-trades, cw, apgd-ce, apgd-t, fab-t, square, aa, transfer:SURROGATE.safetensors.
-    /// Options after colons: pgd:steps=50:step=2/255:restarts=5.
-    #[arg(long, default_value = "paper")]
+    #[arg(
+        long,
+        default_value = "paper",
+        help = attacks::registry::help_short(),
+        long_help = attacks::registry::help_long()
+    )]
     attacks: String,
     /// L-inf radius on the [0,1] scale: 8/255 or 0.0314 (default: 8/255 CIFAR, 0.1 Fashion-MNIST).
     #[arg(long)]

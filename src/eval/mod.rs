@@ -7,7 +7,7 @@
 
 use crate::attacks::observe::Event;
 use crate::attacks::util::{to_bools, to_f32s};
-use crate::attacks::{self, Attack, AttackContext};
+use crate::attacks::{self, Attack, Pgd, Preset};
 use crate::data::{BatchIter, Dataset, LoaderConfig};
 use crate::models::{Classifier, Model, ModelSpec};
 use burn::module::Module;
@@ -395,7 +395,7 @@ pub fn evaluate_classifier(
     };
     out.warnings.extend(consistency_warnings(&out));
     if cfg.sanity_checks && !data.is_empty() {
-        let idle = idle_attack_check(model, spec, &data, &out, cfg, device);
+        let idle = idle_attack_check(model, &data, &out, cfg, device);
         out.warnings.extend(idle);
         if let Some(w) = large_eps_check(model, spec, &data, &out, cfg, device) {
             out.warnings.push(w);
@@ -457,7 +457,6 @@ pub fn consistency_warnings(r: &EvalResults) -> Vec<String> {
 /// results when it was run, else run here.
 fn idle_attack_check(
     model: &dyn Classifier,
-    spec: &ModelSpec,
     data: &Arc<Dataset>,
     r: &EvalResults,
     cfg: &EvalConfig,
@@ -476,22 +475,11 @@ fn idle_attack_check(
     let fgsm_robust = match r.attack("FGSM") {
         Some(f) => from_bits(&f.robust),
         None => {
-            let ctx = AttackContext {
-                eps: cfg.eps,
-                seed: cfg.seed,
-                device,
-                target: spec,
-            };
-            let Some(fgsm) = attacks::parse_list("fgsm", &ctx)
-                .ok()
-                .and_then(|mut v| v.pop())
-            else {
-                return Vec::new();
-            };
+            let fgsm = Pgd::preset(Preset::Fgsm, cfg.eps, cfg.seed);
             let mut sink = Vec::new();
             run_attack(
                 model,
-                fgsm.as_ref(),
+                &fgsm,
                 data,
                 &r.example_ids,
                 &clean,
@@ -532,13 +520,7 @@ fn large_eps_check(
     let n = data.len().min(100);
     let slice = Arc::new(data.slice(0, n));
     let big = 0.5;
-    let ctx = AttackContext {
-        eps: big,
-        seed: cfg.seed,
-        device,
-        target: spec,
-    };
-    let attack = attacks::parse_list("pgd-sat", &ctx).ok()?.pop()?;
+    let attack = Pgd::preset(Preset::Sat, big, cfg.seed);
     let big_cfg = EvalConfig {
         eps: big,
         ..cfg.clone()
@@ -547,7 +529,7 @@ fn large_eps_check(
     let mut sink = Vec::new();
     let (robust, _) = run_attack(
         model,
-        attack.as_ref(),
+        &attack,
         &slice,
         &r.example_ids[..n],
         &clean,

@@ -8,7 +8,7 @@ pub mod sgd;
 pub use checkpoint::{EpochMetrics, RunDir, RunState};
 pub use config::{TrainConfig, TrainOverrides};
 
-use crate::attacks::{self, AttackContext};
+use crate::attacks::{self, Pgd, Preset};
 use crate::data::{self, Augment, BatchIter, Dataset, LoaderConfig, Split};
 use crate::eval::{self, EvalConfig};
 use crate::methods::{self, StepInput};
@@ -94,22 +94,17 @@ pub fn monitor(
     batch_size: usize,
     device: &Device,
 ) -> (f64, f64) {
-    let ctx = AttackContext {
-        eps,
-        seed,
-        device,
-        target: &model.spec,
-    };
     if eps <= 0.0 {
         // No threat: robust accuracy is clean accuracy (and a zero step is no attack option).
         let (clean, _) = eval::clean_pass(&model.valid(), data, batch_size, device);
         let acc = clean.iter().filter(|&&b| b).count() as f64 / clean.len().max(1) as f64;
         return (acc, acc);
     }
-    let step = eps * attacks::TRADES_STEP_RATIO;
-    let attack = attacks::parse_list(&format!("pgd-sat:step={step}"), &ctx)
-        .expect("monitor attack")
-        .remove(0);
+    // PGD_SAT-style PGD-20 with PGD_TRADES' step 0.003 at 8/255.
+    let attack = Pgd {
+        step_size: eps * attacks::TRADES_STEP_RATIO,
+        ..Pgd::preset(Preset::Sat, eps, seed)
+    };
     let cfg = EvalConfig {
         eps,
         batch_size,
@@ -122,7 +117,7 @@ pub fn monitor(
     let mut sink = Vec::new();
     let (robust, _) = eval::run_attack(
         &valid,
-        attack.as_ref(),
+        &attack,
         data,
         &ids,
         &clean,

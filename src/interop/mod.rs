@@ -14,7 +14,7 @@ use crate::models::{Model, ModelSpec, WeightsError};
 use burn::prelude::*;
 use burn::store::pytorch_reader::{DType as PtType, PytorchReader};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
-pub use layouts::{default_layout, Layout, Transform};
+pub use layouts::{default_layout, Layout, Transform, UnknownLayout};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;

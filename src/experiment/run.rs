@@ -380,7 +380,8 @@ mod tests {
     fn last_checkpoint_reuses_results_only_for_identical_weights() {
         let dir = std::env::temp_dir().join(format!("rslad-same-weights-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (best, last) = (dir.join("best.safetensors"), dir.join("last.safetensors"));
+        let layout = RunLayout::new(&dir);
+        let (best, last) = (layout.best(), layout.last());
         std::fs::write(&best, b"weights").unwrap();
         std::fs::write(&last, b"weights").unwrap();
         let r = EvalResults {
@@ -402,11 +403,10 @@ mod tests {
             seconds: 1.0,
         };
         std::fs::write(
-            dir.join("eval-best.json"),
+            layout.eval(EvalFile::Best),
             serde_json::to_string(&r).unwrap(),
         )
         .unwrap();
-        let layout = RunLayout::new(&dir);
         let copy = same_weights_result(&layout, EvalFile::Last, &last).unwrap();
         assert_eq!(copy.checkpoint, Some(last.display().to_string()));
         assert_eq!(copy.clean, r.clean);

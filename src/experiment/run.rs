@@ -416,6 +416,34 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A cell whose training fails stops the experiment with the training error as its
+    /// source (typed, not flattened to text), and the message names the cell.
+    #[test]
+    fn training_errors_keep_their_source() {
+        let out = std::env::temp_dir().join(format!("rslad-exp-source-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let missing = out.join("no-data");
+        let text = format!(
+            "dataset = \"fashion-mnist\"\ndata_dir = \"{}\"\nepochs = 1\n\
+             [teacher]\nmodel = \"cnn-small\"\nmethod = \"sat\"\n\
+             [[student]]\nmodel = \"cnn-small\"\nmethods = [\"natural\"]\n",
+            missing.display()
+        );
+        let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+        crate::backend::init();
+        let device = crate::backend::default_device();
+        let err = run(&cfg, &out, Some(0), &device, &mut crate::train::Silent).unwrap_err();
+        let ExperimentError::Train { cell, source } = &err else {
+            panic!("not a training error: {err}");
+        };
+        assert!(cell.starts_with("teacher"), "{cell}");
+        assert!(matches!(source, TrainError::Data(_)), "{source}");
+        let inner = std::error::Error::source(&err).expect("the training error is the source");
+        assert!(inner.downcast_ref::<TrainError>().is_some());
+        assert!(err.to_string().contains("no-data"), "{err}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+
     /// The paper experiments train each baseline on its official code's schedule and batch
     /// size and RSLAD (with natural and SAT) on RSLAD's 300 epochs (spec/methods.md).
     #[test]

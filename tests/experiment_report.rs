@@ -71,7 +71,9 @@ fn tiny_grid_runs_end_to_end_and_resumes() {
     let device = device();
     // A student before its teacher: a clear error.
     let cells = cfg.cells(&out).unwrap();
-    let e = experiment::run(&cfg, &out, Some(3), &device, &mut Log::default()).unwrap_err();
+    let e = experiment::run(&cfg, &out, Some(3), &device, &mut Log::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("teacher"), "{e}");
     assert_eq!(cells.len(), 4);
     experiment::run(&cfg, &out, None, &device, &mut Log::default()).unwrap();

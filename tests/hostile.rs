@@ -720,11 +720,11 @@ fn shards_are_checked_before_merging() {
     let a = shard(0..4, "1111", "1100", &["1110", "1100"]);
     // Different stage counts: an error, not a panic.
     let b = shard(4..8, "1111", "1000", &["1100"]);
-    let err = merge_shards(vec![a.clone(), b]).unwrap_err();
+    let err = merge_shards(vec![a.clone(), b]).unwrap_err().to_string();
     assert!(err.contains("stage"), "{err}");
     // Outcome strings shorter than the example ids: an error, not a wrong percentage.
     let b = shard(4..8, "11", "10", &["11", "10"]);
-    let err = merge_shards(vec![a.clone(), b]).unwrap_err();
+    let err = merge_shards(vec![a.clone(), b]).unwrap_err().to_string();
     assert!(err.contains("4 example"), "{err}");
     let b = shard(4..8, "1111", "1x00", &["1100", "1000"]);
     assert!(merge_shards(vec![a.clone(), b]).is_err());
@@ -1205,7 +1205,9 @@ fn report_names_files_it_cannot_read() {
     let a = shard(0..4, "1111", "1100", &["1110", "1100"]);
     let mut b = shard(4..8, "1111", "1100", &["1110", "1100"]);
     b.eps = 0.2;
-    let err = rslad::report::merge_shards(vec![a, b]).unwrap_err();
+    let err = rslad::report::merge_shards(vec![a, b])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("eps (0.1 vs 0.2)"), "{err}");
 }
 

@@ -3,10 +3,8 @@
 use super::progress::EvalReporter;
 use anyhow::{bail, Context};
 use clap::Args;
-use rslad::attacks::{self, AttackContext};
-use rslad::data::{self, Split};
-use rslad::eval::{self, EvalConfig, EvalResults};
-use rslad::models::{load_model, peek_spec};
+use rslad::data;
+use rslad::eval::{self, EvalRequest, EvalResults, Shard};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -47,15 +45,6 @@ pub struct EvalArgs {
     no_sanity: bool,
 }
 
-fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
-    let (k, n) = s.split_once('/').context("--shard takes K/N, e.g. 0/4")?;
-    let (k, n): (usize, usize) = (k.trim().parse()?, n.trim().parse()?);
-    if n == 0 || k >= n {
-        bail!("--shard {s}: K must be in 0..N");
-    }
-    Ok((k, n))
-}
-
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let device = rslad::backend::default_device();
     let kind: data::DatasetKind = args.dataset.parse()?;
@@ -75,78 +64,41 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if args.n_examples == Some(0) {
         bail!("--n-examples 0 evaluates nothing; give at least 1 (or leave it out for all)");
     }
-    // The recorded spec is checked against the dataset before the model is built.
-    let spec = peek_spec(&args.checkpoint)?;
-    if spec.input != kind.shape() || spec.num_classes != kind.num_classes() {
-        bail!(
-            "{}: the checkpoint is a {} for {}x{}x{} images with {} classes; {} has {}x{}x{} with {}",
-            args.checkpoint.display(),
-            spec.name,
-            spec.input.channels,
-            spec.input.height,
-            spec.input.width,
-            spec.num_classes,
-            kind,
-            kind.shape().channels,
-            kind.shape().height,
-            kind.shape().width,
-            kind.num_classes()
-        );
-    }
-    let model = load_model(&args.checkpoint, &device, Some(&spec))?;
-    let test = data::load(kind, args.data_dir.as_deref(), Split::Test, args.n_examples)?;
-    let test_len = test.len();
-    let (first, data) = match &args.shard {
-        Some(s) => {
-            let (k, n) = parse_shard(s)?;
-            let len = test.len();
-            let (a, b) = (k * len / n, (k + 1) * len / n);
-            (a, test.slice(a, b))
-        }
-        None => (0, test),
+    let shard: Option<Shard> = match &args.shard {
+        Some(s) => Some(s.parse().with_context(|| format!("--shard {s}"))?),
+        None => None,
     };
-    let ctx = AttackContext {
+    let request = EvalRequest {
+        checkpoint: args.checkpoint.clone(),
+        dataset: kind,
+        data_dir: args.data_dir.clone(),
+        attacks: args.attacks.clone(),
         eps,
-        seed: args.seed,
-        device: &device,
-        target: &model.spec,
-    };
-    let attack_list = attacks::parse_list(&args.attacks, &ctx)?;
-    if data.is_empty() {
-        // More shards than examples: an explicit empty result, which `rslad report` merges.
-        eprintln!(
-            "shard {} holds no examples (the {} test images are split {} ways); writing an empty result",
-            args.shard.as_deref().unwrap_or("?"),
-            test_len,
-            args.shard.as_deref().and_then(|s| s.split_once('/')).map_or("", |p| p.1)
-        );
-    }
-    let cfg = EvalConfig {
-        eps,
+        n_examples: args.n_examples,
+        shard,
         batch_size: args.batch_size,
         seed: args.seed,
-        sanity_checks: !args.no_sanity && !attack_list.is_empty(),
+        sanity_checks: !args.no_sanity,
     };
+    let prepared = eval::prepare(request, &device)?;
+    if let (Some(shard), 0) = (shard, prepared.examples()) {
+        // More shards than examples: an explicit empty result, which `rslad report` merges.
+        eprintln!(
+            "shard {shard} holds no examples (the {} test images are split {} ways); writing an empty result",
+            prepared.test_len(),
+            shard.count
+        );
+    }
     eprintln!(
         "evaluating {} ({}) on {} test images of {} at eps = {eps:.4} on {}",
         args.checkpoint.display(),
-        model.spec.name,
-        data.len(),
+        prepared.spec().name,
+        prepared.examples(),
         kind,
         rslad::backend::describe()
     );
     let mut reporter = EvalReporter::new();
-    let mut results = eval::evaluate(
-        &model,
-        data,
-        first as u64,
-        &attack_list,
-        &cfg,
-        &device,
-        &mut |p| reporter.update(&p),
-    );
-    results.checkpoint = Some(args.checkpoint.display().to_string());
-    results.checkpoint_sha256 = Some(rslad::io::sha256_file(&args.checkpoint)?);
+    let results = prepared.run(&device, &mut |p| reporter.update(&p))?;
     if results.example_ids.is_empty() {
         println!("no examples in this shard: nothing to report");
     } else {

@@ -42,12 +42,7 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let kind: data::DatasetKind = args.dataset.parse()?;
     let spec = ModelSpec::for_dataset(args.model.parse()?, kind);
     spec.check_size().map_err(anyhow::Error::msg)?;
-    let layout: Option<Layout> = args
-        .layout
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let layout: Option<Layout> = args.layout.as_deref().map(str::parse).transpose()?;
     let (model, report) = interop::import(&args.from, &spec, layout, &device)?;
     eprintln!(
         "imported {} tensors from {} into {}",
@@ -114,12 +109,7 @@ pub struct ExportArgs {
 pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     let device = rslad::backend::default_device();
     let model = rslad::models::load_model(&args.checkpoint, &device, None)?;
-    let layout: Option<Layout> = args
-        .layout
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let layout: Option<Layout> = args.layout.as_deref().map(str::parse).transpose()?;
     match args.format.as_str() {
         "torch" => {
             let layout = interop::export_torch(&model, &args.out, layout)

@@ -8,14 +8,23 @@ mod experiment;
 mod interop;
 mod models;
 mod progress;
+mod report;
 mod train;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// The exit statuses (main.rs implements them; the README repeats them).
+const EXIT_STATUS: &str = "Exit status:
+  0  success
+  1  usage or input error: a bad flag, file, setting or data set, or a run that cannot go on
+     as asked (a diverged training); the message says what to fix
+  2  internal error: a bug in rslad (it stopped on a failed internal check); please report it";
+
 #[derive(Parser)]
 #[command(
     name = "rslad",
-    about = "Robust soft-label adversarial distillation: train small robust classifiers and evaluate them honestly"
+    about = "Robust soft-label adversarial distillation: train small robust classifiers and evaluate them honestly",
+    after_help = EXIT_STATUS
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,7 +46,7 @@ enum Command {
     /// Run a grid of trainings and evaluations from a TOML file (resumable, shardable).
     Experiment(experiment::ExperimentArgs),
     /// Tables (Markdown, CSV, JSON) and plots from experiment folders; merges eval shards.
-    Report(experiment::ReportArgs),
+    Report(report::ReportArgs),
     /// Speed table: training steps, attack step, eval forward (PyTorch beside it if present).
     Bench(bench::BenchArgs),
 }
@@ -49,7 +58,8 @@ pub fn run() -> anyhow::Result<()> {
         rslad::backend::describe()
     );
     let version: &'static str = Box::leak(version.into_boxed_str());
-    let matches = Cli::command().version(version).get_matches();
+    // A usage error is returned, not exited on, so its status is rslad's (1), not clap's (2).
+    let matches = Cli::command().version(version).try_get_matches()?;
     let cli = Cli::from_arg_matches(&matches)?;
     // RSLAD_DEVICE and the GPU are checked before any work, so a bad choice is an error, not a
     // panic; `report` only reads files and works without a device.
@@ -63,7 +73,15 @@ pub fn run() -> anyhow::Result<()> {
         Command::Import(args) => interop::run_import(args),
         Command::Export(args) => interop::run_export(args),
         Command::Experiment(args) => experiment::run(args),
-        Command::Report(args) => experiment::run_report(args),
+        Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
     }
+}
+
+/// Parses `args` as the command line would be (for the exit-status tests).
+#[cfg(test)]
+pub fn parse_for_test(args: &[&str]) -> anyhow::Result<()> {
+    let matches = Cli::command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)?;
+    Ok(())
 }

@@ -5,6 +5,12 @@
 //! example counts as robust only if the model still classifies the returned adversarial point
 //! correctly, judged here, on the points the attack returned.
 
+mod checkpoint;
+
+pub use checkpoint::{
+    evaluate_checkpoint, prepare, EvalError, EvalRequest, PreparedEval, Shard, ShardError,
+};
+
 use crate::attacks::observe::Event;
 use crate::attacks::util::{to_bools, to_f32s};
 use crate::attacks::{self, Attack, Pgd, Preset};

@@ -381,30 +381,33 @@ impl ExperimentConfig {
     pub fn teacher_checkpoint(&self, out: &Path) -> PathBuf {
         match &self.teacher.checkpoint {
             Some(p) => p.clone(),
-            None => out
-                .join("cells")
-                .join(format!(
+            None => crate::train::RunLayout::new(out)
+                .cell(&format!(
                     "teacher-{}-{}",
                     self.teacher.model, self.teacher.method
                 ))
-                .join("best.safetensors"),
+                .best(),
         }
     }
 
     pub(crate) fn surrogate_checkpoint(&self, out: &Path) -> Option<PathBuf> {
         self.surrogate.as_ref().map(|s| match &s.checkpoint {
             Some(p) => p.clone(),
-            None => out
-                .join("cells")
-                .join(format!("surrogate-{}-{}", s.model, s.method))
-                .join("best.safetensors"),
+            None => crate::train::RunLayout::new(out)
+                .cell(&format!("surrogate-{}-{}", s.model, s.method))
+                .best(),
         })
     }
 }
 
 /// Where a cell keeps its files.
 pub fn cell_dir(out: &Path, cell: &Cell) -> PathBuf {
-    out.join("cells").join(&cell.name)
+    cell_layout(out, cell).root().to_path_buf()
+}
+
+/// The files of a cell.
+pub fn cell_layout(out: &Path, cell: &Cell) -> crate::train::RunLayout {
+    crate::train::RunLayout::new(out).cell(&cell.name)
 }
 
 /// A cell's record for the report (written when the cell is finished).
@@ -418,8 +421,7 @@ pub struct CellRecord {
 
 /// Whether a cell has nothing left to do.
 pub fn is_finished(out: &Path, cell: &Cell) -> bool {
-    let dir = cell_dir(out, cell);
-    std::fs::read_to_string(dir.join("cell.json"))
+    std::fs::read_to_string(cell_layout(out, cell).cell_record())
         .ok()
         .and_then(|t| serde_json::from_str::<CellRecord>(&t).ok())
         .is_some_and(|r| r.finished)

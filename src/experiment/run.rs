@@ -1,12 +1,76 @@
 //! Running cells: training, then the evaluations each cell's results files record.
 
 use super::config::*;
-use crate::attacks::{self, AttackContext};
-use crate::data::{self, DatasetKind, Split};
-use crate::eval::{self, EvalConfig, EvalResults};
-use crate::models::load_model;
-use crate::train::{self, Observer};
+use crate::data::DatasetKind;
+use crate::eval::{self, EvalError, EvalRequest, EvalResults};
+use crate::train::layout::{EvalFile, RunLayout, Sweep, SweepPoint};
+use crate::train::{self, Observer, TrainError};
 use std::path::{Path, PathBuf};
+
+/// Why an experiment stopped. A training or evaluation error keeps its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    /// The experiment file or a cell's settings.
+    #[error("{0}")]
+    Config(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: the {role:?} checkpoint given in the experiment file is missing",
+        path.display()
+    )]
+    MissingCheckpoint { path: PathBuf, role: Role },
+    #[error(
+        "cell {cell} needs the teacher {}, which is not trained yet: run the teacher cell first",
+        teacher.display()
+    )]
+    TeacherNotTrained { cell: String, teacher: PathBuf },
+    #[error("cell {cell}: {source}")]
+    Train {
+        cell: String,
+        #[source]
+        source: TrainError,
+    },
+    #[error("cell {cell}: {source}")]
+    Eval {
+        cell: String,
+        #[source]
+        source: EvalError,
+    },
+    #[error("there is no cell {index}: the experiment has cells 0..{count}")]
+    NoSuchCell { index: usize, count: usize },
+    #[error("the experiment settings cannot be recorded as TOML: {0}")]
+    Record(#[from] toml::ser::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExperimentError + '_ {
+    move |source| ExperimentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), ExperimentError> {
+    let text = serde_json::to_string_pretty(value).expect("results serialise");
+    crate::io::write_atomic(path, text.as_bytes()).map_err(io_err(path))
+}
+
+/// The checkpoints a cell evaluates.
+struct Checkpoints {
+    best: PathBuf,
+    last: PathBuf,
+}
+
+/// One results file of a cell: which checkpoint, under which attacks.
+struct EvalJob {
+    file: EvalFile,
+    checkpoint: PathBuf,
+    attacks: String,
+}
 
 /// Runs one cell to the end (resuming whatever it had done).
 pub fn run_cell(
@@ -15,153 +79,214 @@ pub fn run_cell(
     cell: &Cell,
     device: &burn::prelude::Device,
     observer: &mut dyn Observer,
-) -> Result<(), String> {
-    let dir = cell_dir(out, cell);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let eps = cfg.eps()?;
-    let kind = cfg.kind()?;
-    let best = match &cell.checkpoint {
-        Some(p) => {
-            if !p.is_file() {
-                return Err(format!(
-                    "{}: the {:?} checkpoint given in the experiment file is missing",
-                    p.display(),
-                    cell.role
-                ));
-            }
-            p.clone()
-        }
-        None => {
-            if let Some(teacher) = &cell.train.teacher {
-                if !teacher.is_file() {
-                    return Err(format!(
-                        "cell {} needs the teacher {}, which is not trained yet: run the teacher cell first",
-                        cell.name,
-                        teacher.display()
-                    ));
-                }
-            }
-            let tc = cell.train.clone().resolve()?;
-            train::run(&tc, device, observer).map_err(|e| e.to_string())?;
-            dir.join("best.safetensors")
-        }
-    };
-    let last = if cell.checkpoint.is_some() {
-        best.clone()
-    } else {
-        dir.join("last.safetensors")
-    };
-    let attacks = cfg.attacks.clone().unwrap_or_else(|| "paper".into());
-    let n = cfg.eval_examples.unwrap_or(1000);
-    // The surrogate only crafts transfer attacks: it gets no tables of its own.
-    let evals: Vec<(&str, &PathBuf, String)> = if cell.role == Role::Surrogate {
-        Vec::new()
-    } else {
-        let mut v = vec![("eval-best.json", &best, attacks.clone())];
-        if cell.checkpoint.is_none() && cfg.eval_last.unwrap_or(true) {
-            v.push(("eval-last.json", &last, attacks.clone()));
-        }
-        let blackbox = cell.role != Role::Student
-            || cfg
-                .blackbox_seeds
-                .as_ref()
-                .is_none_or(|b| b.contains(&cell.seed));
-        if let (Some(s), true) = (cfg.surrogate_checkpoint(out), blackbox) {
-            let q = cfg.square_queries.unwrap_or(5000);
-            v.push((
-                "blackbox-best.json",
-                &best,
-                format!("transfer:{},square:queries={q}", s.display()),
-            ));
-        }
-        v
-    };
-    for (file, ckpt, list) in evals {
-        let path = dir.join(file);
+) -> Result<(), ExperimentError> {
+    let layout = cell_layout(out, cell);
+    std::fs::create_dir_all(layout.root()).map_err(io_err(layout.root()))?;
+    let eps = cfg.eps().map_err(ExperimentError::Config)?;
+    let kind = cfg.kind().map_err(ExperimentError::Config)?;
+    let checkpoints = train_or_take(cell, &layout, device, observer)?;
+    for job in eval_jobs(cfg, out, cell, &checkpoints) {
+        let path = layout.eval(job.file);
         if path.is_file() {
             continue;
         }
-        let r = match same_weights_result(&dir, file, ckpt) {
+        let r = match same_weights_result(&layout, job.file, &job.checkpoint) {
             Some(r) => {
                 observer.message(&format!(
                     "{}: {} holds the best checkpoint's weights: its results are the same",
                     cell.name,
-                    ckpt.display()
+                    job.checkpoint.display()
                 ));
                 r
             }
             None => {
                 observer.message(&format!(
-                    "{}: evaluating {} with {list}",
+                    "{}: evaluating {} with {}",
                     cell.name,
-                    ckpt.display()
+                    job.checkpoint.display(),
+                    job.attacks
                 ));
-                evaluate_file(ckpt, kind, cfg, eps, &list, n, device, observer)?
+                let n = cfg.eval_examples.unwrap_or(1000);
+                evaluate_file(
+                    &job.checkpoint,
+                    kind,
+                    cfg,
+                    eps,
+                    &job.attacks,
+                    n,
+                    device,
+                    observer,
+                )
+                .map_err(|source| ExperimentError::Eval {
+                    cell: cell.name.clone(),
+                    source,
+                })?
             }
         };
-        crate::io::write_atomic(
-            &path,
-            serde_json::to_string_pretty(&r)
-                .expect("results serialise")
-                .as_bytes(),
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        write_json(&path, &r)?;
     }
-    let points = if cell.role == Role::Surrogate {
-        0
-    } else {
-        cfg.eps_sweep.unwrap_or(9)
-    };
-    let sweep_path = dir.join("sweep.json");
-    if points > 1 && !sweep_path.is_file() {
-        observer.message(&format!("{}: robust accuracy against eps", cell.name));
-        let mut sweep = Vec::new();
-        for k in 0..points {
-            let e = 2.0 * eps * k as f64 / (points - 1) as f64;
-            let r = evaluate_file(
-                &best,
-                kind,
-                cfg,
-                e,
-                "pgd-sat",
-                n.min(500),
-                device,
-                &mut crate::train::Silent,
-            )?;
-            sweep.push(serde_json::json!({"eps": e, "robust_accuracy": r.attacks[0].robust_accuracy, "clean_accuracy": r.clean_accuracy}));
-        }
-        crate::io::write_atomic(
-            &sweep_path,
-            serde_json::to_string_pretty(&sweep)
-                .expect("json")
-                .as_bytes(),
-        )
-        .map_err(|e| format!("{}: {e}", sweep_path.display()))?;
-    }
+    sweep(
+        cfg,
+        cell,
+        &layout,
+        &checkpoints.best,
+        kind,
+        eps,
+        device,
+        observer,
+    )?;
     let record = CellRecord {
         cell: cell.clone(),
         dataset: cfg.dataset.clone(),
         eps,
         finished: true,
     };
-    crate::io::write_atomic(
-        &dir.join("cell.json"),
-        serde_json::to_string_pretty(&record)
-            .expect("json")
-            .as_bytes(),
-    )
-    .map_err(|e| e.to_string())
+    write_json(&layout.cell_record(), &record)
+}
+
+/// The cell's checkpoints: the one the experiment file gives, or its training's (run, or
+/// resumed, to the end here).
+fn train_or_take(
+    cell: &Cell,
+    layout: &RunLayout,
+    device: &burn::prelude::Device,
+    observer: &mut dyn Observer,
+) -> Result<Checkpoints, ExperimentError> {
+    if let Some(p) = &cell.checkpoint {
+        if !p.is_file() {
+            return Err(ExperimentError::MissingCheckpoint {
+                path: p.clone(),
+                role: cell.role,
+            });
+        }
+        return Ok(Checkpoints {
+            best: p.clone(),
+            last: p.clone(),
+        });
+    }
+    if let Some(teacher) = &cell.train.teacher {
+        if !teacher.is_file() {
+            return Err(ExperimentError::TeacherNotTrained {
+                cell: cell.name.clone(),
+                teacher: teacher.clone(),
+            });
+        }
+    }
+    let tc = cell
+        .train
+        .clone()
+        .resolve()
+        .map_err(ExperimentError::Config)?;
+    train::run(&tc, device, observer).map_err(|source| ExperimentError::Train {
+        cell: cell.name.clone(),
+        source,
+    })?;
+    Ok(Checkpoints {
+        best: layout.best(),
+        last: layout.last(),
+    })
+}
+
+/// The results files a cell writes: white-box on the best and (when trained here and asked
+/// for) the last checkpoint, black-box on the best when there is a surrogate (and the seed is
+/// among `blackbox_seeds`). The surrogate only crafts transfer attacks: it gets no tables.
+fn eval_jobs(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    cell: &Cell,
+    checkpoints: &Checkpoints,
+) -> Vec<EvalJob> {
+    if cell.role == Role::Surrogate {
+        return Vec::new();
+    }
+    let attacks = cfg.attacks.clone().unwrap_or_else(|| "paper".into());
+    let mut v = vec![EvalJob {
+        file: EvalFile::Best,
+        checkpoint: checkpoints.best.clone(),
+        attacks: attacks.clone(),
+    }];
+    if cell.checkpoint.is_none() && cfg.eval_last.unwrap_or(true) {
+        v.push(EvalJob {
+            file: EvalFile::Last,
+            checkpoint: checkpoints.last.clone(),
+            attacks,
+        });
+    }
+    let blackbox = cell.role != Role::Student
+        || cfg
+            .blackbox_seeds
+            .as_ref()
+            .is_none_or(|b| b.contains(&cell.seed));
+    if let (Some(s), true) = (cfg.surrogate_checkpoint(out), blackbox) {
+        let q = cfg.square_queries.unwrap_or(5000);
+        v.push(EvalJob {
+            file: EvalFile::BlackBoxBest,
+            checkpoint: checkpoints.best.clone(),
+            attacks: format!("transfer:{},square:queries={q}", s.display()),
+        });
+    }
+    v
+}
+
+/// Robust accuracy against ε (PGD, SAT preset, on at most 500 examples) from 0 to 2ε on the
+/// best checkpoint, unless `sweep.json` is there already.
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    cfg: &ExperimentConfig,
+    cell: &Cell,
+    layout: &RunLayout,
+    best: &Path,
+    kind: DatasetKind,
+    eps: f64,
+    device: &burn::prelude::Device,
+    observer: &mut dyn Observer,
+) -> Result<(), ExperimentError> {
+    let points = if cell.role == Role::Surrogate {
+        0
+    } else {
+        cfg.eps_sweep.unwrap_or(9)
+    };
+    let path = layout.sweep();
+    if points <= 1 || path.is_file() {
+        return Ok(());
+    }
+    observer.message(&format!("{}: robust accuracy against eps", cell.name));
+    let n = cfg.eval_examples.unwrap_or(1000);
+    let mut sweep: Sweep = Vec::new();
+    for k in 0..points {
+        let e = 2.0 * eps * k as f64 / (points - 1) as f64;
+        let r = evaluate_file(
+            best,
+            kind,
+            cfg,
+            e,
+            "pgd-sat",
+            n.min(500),
+            device,
+            &mut crate::train::Silent,
+        )
+        .map_err(|source| ExperimentError::Eval {
+            cell: cell.name.clone(),
+            source,
+        })?;
+        sweep.push(SweepPoint {
+            eps: e,
+            robust_accuracy: r.attacks[0].robust_accuracy,
+            clean_accuracy: r.clean_accuracy,
+        });
+    }
+    write_json(&path, &sweep)
 }
 
 /// The last checkpoint is often the best one (the final epoch has the lowest learning rate).
 /// Evaluation is seeded and deterministic, so the same weights get the best checkpoint's
 /// results, relabelled, instead of a second run of every attack.
-fn same_weights_result(dir: &Path, file: &str, ckpt: &Path) -> Option<EvalResults> {
-    if file != "eval-last.json" {
+fn same_weights_result(layout: &RunLayout, file: EvalFile, ckpt: &Path) -> Option<EvalResults> {
+    if file != EvalFile::Last {
         return None;
     }
     let mut r: EvalResults =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("eval-best.json")).ok()?).ok()?;
+        serde_json::from_str(&std::fs::read_to_string(layout.eval(EvalFile::Best)).ok()?).ok()?;
     // The results belong to the weights whose hash they recorded.
     let hash = crate::io::sha256_file(ckpt).ok()?;
     if r.checkpoint_sha256.as_deref() != Some(hash.as_str()) {
@@ -171,6 +296,8 @@ fn same_weights_result(dir: &Path, file: &str, ckpt: &Path) -> Option<EvalResult
     Some(r)
 }
 
+/// The first `n` test images of `ckpt` under `list` at `eps`, with the experiment's data and
+/// batch size, seed 0 and no sanity checks.
 #[allow(clippy::too_many_arguments)]
 fn evaluate_file(
     ckpt: &Path,
@@ -181,48 +308,23 @@ fn evaluate_file(
     n: usize,
     device: &burn::prelude::Device,
     observer: &mut dyn Observer,
-) -> Result<EvalResults, String> {
-    let spec = crate::models::peek_spec(ckpt).map_err(|e| e.to_string())?;
-    if spec.input != kind.shape() || spec.num_classes != kind.num_classes() {
-        return Err(format!(
-            "{}: the checkpoint is a {} for {:?} with {} classes, not for {kind}",
-            ckpt.display(),
-            spec.name,
-            spec.input,
-            spec.num_classes
-        ));
-    }
-    let model = load_model(ckpt, device, Some(&spec)).map_err(|e| e.to_string())?;
-    let test = data::load(kind, cfg.data_dir.as_deref(), Split::Test, Some(n))
-        .map_err(|e| e.to_string())?;
-    let ctx = AttackContext {
+) -> Result<EvalResults, EvalError> {
+    let request = EvalRequest {
+        checkpoint: ckpt.to_path_buf(),
+        dataset: kind,
+        data_dir: cfg.data_dir.clone(),
+        attacks: list.to_string(),
         eps,
-        seed: 0,
-        device,
-        target: &model.spec,
-    };
-    let attacks = attacks::parse_list(list, &ctx).map_err(|e| e.to_string())?;
-    let ecfg = EvalConfig {
-        eps,
+        n_examples: Some(n),
+        shard: None,
         batch_size: cfg.eval_batch_size.unwrap_or(256),
         seed: 0,
         sanity_checks: false,
     };
-    let mut r = eval::evaluate(
-        &model,
-        test,
-        0,
-        &attacks,
-        &ecfg,
-        device,
-        &mut |p| match &p.stage {
-            Some(_) => observer.eval_stage(&p),
-            None => observer.eval_progress(p.attack, p.done, p.total, p.robust),
-        },
-    );
-    r.checkpoint = Some(ckpt.display().to_string());
-    r.checkpoint_sha256 = crate::io::sha256_file(ckpt).ok();
-    Ok(r)
+    eval::evaluate_checkpoint(request, device, &mut |p| match &p.stage {
+        Some(_) => observer.eval_stage(&p),
+        None => observer.eval_progress(p.attack, p.done, p.total, p.robust),
+    })
 }
 
 /// Runs every unfinished cell (or only `only`), in order.
@@ -232,17 +334,18 @@ pub fn run(
     only: Option<usize>,
     device: &burn::prelude::Device,
     observer: &mut dyn Observer,
-) -> Result<(), String> {
-    let cells = cfg.cells(out)?;
-    cfg.validate(&cells)?;
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let recorded = toml::to_string(cfg).map_err(|e| e.to_string())?;
-    crate::io::write_atomic(&out.join("experiment.toml"), recorded.as_bytes())
-        .map_err(|e| e.to_string())?;
+) -> Result<(), ExperimentError> {
+    let cells = cfg.cells(out).map_err(ExperimentError::Config)?;
+    cfg.validate(&cells).map_err(ExperimentError::Config)?;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let recorded = toml::to_string(cfg)?;
+    let path = RunLayout::new(out).experiment_config();
+    crate::io::write_atomic(&path, recorded.as_bytes()).map_err(io_err(&path))?;
     if let Some(i) = only {
-        let cell = cells
-            .get(i)
-            .ok_or_else(|| format!("--cell {i}: the experiment has cells 0..{}", cells.len()))?;
+        let cell = cells.get(i).ok_or(ExperimentError::NoSuchCell {
+            index: i,
+            count: cells.len(),
+        })?;
         if is_finished(out, cell) {
             observer.message(&format!("cell {i} ({}) is finished", cell.name));
             return Ok(());
@@ -277,7 +380,8 @@ mod tests {
     fn last_checkpoint_reuses_results_only_for_identical_weights() {
         let dir = std::env::temp_dir().join(format!("rslad-same-weights-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (best, last) = (dir.join("best.safetensors"), dir.join("last.safetensors"));
+        let layout = RunLayout::new(&dir);
+        let (best, last) = (layout.best(), layout.last());
         std::fs::write(&best, b"weights").unwrap();
         std::fs::write(&last, b"weights").unwrap();
         let r = EvalResults {
@@ -299,17 +403,45 @@ mod tests {
             seconds: 1.0,
         };
         std::fs::write(
-            dir.join("eval-best.json"),
+            layout.eval(EvalFile::Best),
             serde_json::to_string(&r).unwrap(),
         )
         .unwrap();
-        let copy = same_weights_result(&dir, "eval-last.json", &last).unwrap();
+        let copy = same_weights_result(&layout, EvalFile::Last, &last).unwrap();
         assert_eq!(copy.checkpoint, Some(last.display().to_string()));
         assert_eq!(copy.clean, r.clean);
-        assert!(same_weights_result(&dir, "blackbox-best.json", &last).is_none());
+        assert!(same_weights_result(&layout, EvalFile::BlackBoxBest, &last).is_none());
         std::fs::write(&last, b"other weights").unwrap();
-        assert!(same_weights_result(&dir, "eval-last.json", &last).is_none());
+        assert!(same_weights_result(&layout, EvalFile::Last, &last).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A cell whose training fails stops the experiment with the training error as its
+    /// source (typed, not flattened to text), and the message names the cell.
+    #[test]
+    fn training_errors_keep_their_source() {
+        let out = std::env::temp_dir().join(format!("rslad-exp-source-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let missing = out.join("no-data");
+        let text = format!(
+            "dataset = \"fashion-mnist\"\ndata_dir = \"{}\"\nepochs = 1\n\
+             [teacher]\nmodel = \"cnn-small\"\nmethod = \"sat\"\n\
+             [[student]]\nmodel = \"cnn-small\"\nmethods = [\"natural\"]\n",
+            missing.display()
+        );
+        let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+        crate::backend::init();
+        let device = crate::backend::default_device();
+        let err = run(&cfg, &out, Some(0), &device, &mut crate::train::Silent).unwrap_err();
+        let ExperimentError::Train { cell, source } = &err else {
+            panic!("not a training error: {err}");
+        };
+        assert!(cell.starts_with("teacher"), "{cell}");
+        assert!(matches!(source, TrainError::Data(_)), "{source}");
+        let inner = std::error::Error::source(&err).expect("the training error is the source");
+        assert!(inner.downcast_ref::<TrainError>().is_some());
+        assert!(err.to_string().contains("no-data"), "{err}");
+        std::fs::remove_dir_all(&out).unwrap();
     }
 
     /// The paper experiments train each baseline on its official code's schedule and batch

@@ -18,14 +18,19 @@ pub enum Layout {
     RobustBench,
 }
 
+/// A layout name that is none of [`Layout`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("layout '{0}' is not rslad, trades or robustbench")]
+pub struct UnknownLayout(pub String);
+
 impl std::str::FromStr for Layout {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownLayout;
+    fn from_str(s: &str) -> Result<Self, UnknownLayout> {
         match s {
             "rslad" => Ok(Layout::Rslad),
             "trades" => Ok(Layout::Trades),
             "robustbench" => Ok(Layout::RobustBench),
-            _ => Err(format!("layout '{s}' is not rslad, trades or robustbench")),
+            _ => Err(UnknownLayout(s.to_string())),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::models::{Model, ModelSpec, WeightsError};
 use burn::prelude::*;
 use burn::store::pytorch_reader::{DType as PtType, PytorchReader};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
-pub use layouts::{default_layout, Layout, Transform};
+pub use layouts::{default_layout, Layout, Transform, UnknownLayout};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -33,10 +33,41 @@ pub enum InteropError {
         layout: Layout,
         details: String,
     },
+    #[error(transparent)]
+    Model(#[from] crate::models::UnknownModel),
+    #[error(
+        "the {layout} layout does not describe {model}{}",
+        fitting.map(|l| format!(" (use --layout {l})")).unwrap_or_default()
+    )]
+    LayoutDoesNotFit {
+        layout: Layout,
+        model: String,
+        /// The layout that does (named on import).
+        fitting: Option<Layout>,
+    },
+    #[error("{name}: {detail}")]
+    Tensor { name: String, detail: String },
+    #[error("loading failed: {0}")]
+    Load(String),
     #[error("{0}")]
-    Other(String),
+    Serialize(#[from] safetensors::SafeTensorError),
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{model} cannot be exported to ONNX by burn-onnx: {detail}")]
+    Onnx { model: String, detail: String },
     #[error(transparent)]
     Weights(#[from] WeightsError),
+}
+
+fn tensor_err<E: std::fmt::Display>(name: &str) -> impl FnOnce(E) -> InteropError + '_ {
+    move |e| InteropError::Tensor {
+        name: name.to_string(),
+        detail: e.to_string(),
+    }
 }
 
 /// A tensor read from a foreign file, as f32 (or `None` for integer tensors).
@@ -290,25 +321,21 @@ pub fn import(
     layout: Option<Layout>,
     device: &Device,
 ) -> Result<(Model, ImportReport), InteropError> {
-    let arch = spec
-        .arch()
-        .map_err(|e| InteropError::Other(e.to_string()))?;
+    let arch = spec.arch()?;
     let layout = layout.unwrap_or_else(|| default_layout(arch));
     if !layouts::fits(layout, arch) {
-        return Err(InteropError::Other(format!(
-            "the {layout} layout does not describe {} (use --layout {})",
-            spec.name,
-            default_layout(arch)
-        )));
+        return Err(InteropError::LayoutDoesNotFit {
+            layout,
+            model: spec.name.clone(),
+            fitting: Some(default_layout(arch)),
+        });
     }
     let source = read_source(path)?;
     let mut source: HashMap<String, SourceTensor> = source
         .into_iter()
         .map(|(k, v)| (strip_wrappers(&k), v))
         .collect();
-    let mut model = spec
-        .build(device)
-        .map_err(|e| InteropError::Other(e.to_string()))?;
+    let mut model = spec.build(device)?;
     let mut report = ImportReport::default();
     let (mut missing, mut wrong) = (Vec::new(), Vec::new());
     let mut converted: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -319,10 +346,7 @@ pub fn import(
         match source.remove(&key) {
             None if layout == Layout::RobustBench && matches!(key.as_str(), "mean" | "std") => {
                 // Some RobustBench definitions keep mean/std as plain attributes, not buffers.
-                let bytes = t
-                    .to_bytes()
-                    .map_err(|e| InteropError::Other(e.to_string()))?
-                    .to_vec();
+                let bytes = t.to_bytes().map_err(tensor_err(&t.name))?.to_vec();
                 let values: Vec<f32> = bytes
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -380,15 +404,14 @@ pub fn import(
             )
         })
         .collect();
-    let bytes =
-        safetensors::serialize(views, None).map_err(|e| InteropError::Other(e.to_string()))?;
+    let bytes = safetensors::serialize(views, None)?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes)).skip_enum_variants(true);
     let result = model
         .load_from(&mut store)
-        .map_err(|e| InteropError::Other(e.to_string()))?;
+        .map_err(|e| InteropError::Load(e.to_string()))?;
     if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
-        return Err(InteropError::Other(format!(
-            "loading failed: errors {:?}, missing {:?}, unused {:?}",
+        return Err(InteropError::Load(format!(
+            "errors {:?}, missing {:?}, unused {:?}",
             result.errors, result.missing, result.unused
         )));
     }
@@ -410,24 +433,20 @@ pub fn export_torch(
     path: &Path,
     layout: Option<Layout>,
 ) -> Result<Layout, InteropError> {
-    let arch = model
-        .spec
-        .arch()
-        .map_err(|e| InteropError::Other(e.to_string()))?;
+    let arch = model.spec.arch()?;
     let layout = layout.unwrap_or_else(|| default_layout(arch));
     if !layouts::fits(layout, arch) {
-        return Err(InteropError::Other(format!(
-            "the {layout} layout does not describe {}",
-            model.spec.name
-        )));
+        return Err(InteropError::LayoutDoesNotFit {
+            layout,
+            model: model.spec.name.clone(),
+            fitting: None,
+        });
     }
     let mut tensors: BTreeMap<String, RawTensor> = BTreeMap::new();
     for t in burn::module::Module::valid(model).collect(None, None, true) {
         let shape = t.shape.to_vec();
         let (key, transform) = layouts::to_torch(&t.name, layout);
-        let bytes = t
-            .to_bytes()
-            .map_err(|e| InteropError::Other(e.to_string()))?;
+        let bytes = t.to_bytes().map_err(tensor_err(&t.name))?;
         let data: Vec<f32> = bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -466,10 +485,11 @@ pub fn export_torch(
     let mut meta = HashMap::new();
     meta.insert("rslad.model".to_string(), model.spec.name.clone());
     meta.insert("rslad.layout".to_string(), layout.to_string());
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| InteropError::Other(e.to_string()))?;
-    write_atomic(path, &bytes)
-        .map_err(|e| InteropError::Other(format!("{}: {e}", path.display())))?;
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    write_atomic(path, &bytes).map_err(|source| InteropError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(layout)
 }
 
@@ -500,12 +520,12 @@ pub fn export_onnx(model: &Model, path: &Path) -> Result<(), InteropError> {
             &specs,
             |m: &Model, x: Tensor<4>| m.forward(x),
         )
-        .map_err(|e| {
-            InteropError::Other(format!(
-                "{} cannot be exported to ONNX by burn-onnx: {e}",
-                spec.name
-            ))
+        .map_err(|e| InteropError::Onnx {
+            model: spec.name.clone(),
+            detail: e.to_string(),
         })?;
-    write_atomic(path, onnx.as_bytes())
-        .map_err(|e| InteropError::Other(format!("{}: {e}", path.display())))
+    write_atomic(path, onnx.as_bytes()).map_err(|source| InteropError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

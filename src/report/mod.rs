@@ -4,14 +4,92 @@
 //! against ε. Also merges the shards of a sharded evaluation into one result.
 
 mod plots;
+pub use plots::PlotError;
 pub mod stats;
 
 use crate::eval::{bits, from_bits, AttackResult, EvalResults, StageResult};
 use crate::experiment::CellRecord;
+use crate::train::layout::{EvalFile, RunLayout};
 use crate::train::EpochMetrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{}: {source} (not an experiment directory?)", path.display())]
+    NotExperiment {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {source}")]
+    Plot {
+        file: String,
+        #[source]
+        source: PlotError,
+    },
+}
+
+/// Why shards of an evaluation could not be merged.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MergeError {
+    #[error("no shards to merge")]
+    NoShards,
+    #[error("shard {number} ({examples}): {defect}")]
+    Damaged {
+        /// Counted from 1, in the order given.
+        number: usize,
+        examples: String,
+        #[source]
+        defect: ShardDefect,
+    },
+    #[error("shards of different evaluations: {} differ between {first} and {other}", differ.join(", "))]
+    Different {
+        differ: Vec<String>,
+        first: String,
+        other: String,
+    },
+    #[error("every shard is empty: no examples were evaluated")]
+    AllEmpty,
+    #[error(
+        "{examples}: {attack} has robust examples but no stages, while other shards have {stages}"
+    )]
+    NoStages {
+        examples: String,
+        attack: String,
+        stages: usize,
+    },
+    #[error("{examples}: {attack} has stages {found:?}, another shard {reference:?}")]
+    OtherStages {
+        examples: String,
+        attack: String,
+        found: Vec<String>,
+        reference: Vec<String>,
+    },
+    #[error("shards overlap or are out of order")]
+    Overlap,
+}
+
+/// What is wrong inside one shard's outcomes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ShardDefect {
+    #[error("{what} has {found} outcomes for {ids} example ids (a damaged or edited result file)")]
+    Count {
+        what: String,
+        found: usize,
+        ids: usize,
+    },
+    #[error("{what} has the outcome '{outcome}'; outcomes are 0 or 1")]
+    Outcome { what: String, outcome: char },
+}
 
 /// The white-box columns of the paper's tables, in order.
 pub const WHITE_BOX: &[&str] = &["FGSM", "PGD_SAT", "PGD_TRADES", "CW", "AA"];
@@ -119,16 +197,18 @@ pub type Sweep = (String, String, Vec<(f64, f64)>);
 type CellGroups = BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, CellRecord)>>;
 
 /// Collects the cells of experiment directories (`DIR/cells/*`) into a report.
-pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
+pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     let mut groups: CellGroups = BTreeMap::new();
     let mut warnings = Vec::new();
     for dir in dirs {
-        let cells = dir.join("cells");
-        let entries = std::fs::read_dir(&cells)
-            .map_err(|e| format!("{}: {e} (not an experiment directory?)", cells.display()))?;
+        let cells = RunLayout::new(dir).cells();
+        let entries = std::fs::read_dir(&cells).map_err(|source| ReportError::NotExperiment {
+            path: cells.clone(),
+            source,
+        })?;
         for e in entries.flatten() {
-            let Some(rec) =
-                read_json_or_warn::<CellRecord>(&e.path().join("cell.json"), &mut warnings)
+            let cell = RunLayout::new(&e.path());
+            let Some(rec) = read_json_or_warn::<CellRecord>(&cell.cell_record(), &mut warnings)
             else {
                 continue;
             };
@@ -160,15 +240,13 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
     for ((_, model, method, role), members) in groups.iter_mut() {
         // Seed order, not directory order: "the first seed" is then seed order's first.
         members.sort_by_key(|m| m.0);
-        for (file, checkpoint, black) in [
-            ("eval-best.json", "best", false),
-            ("eval-last.json", "last", false),
-            ("blackbox-best.json", "best", true),
-        ] {
+        for file in EvalFile::ALL {
+            let (checkpoint, black) = (file.checkpoint(), file.black_box());
             let (seeds, results): (Vec<u64>, Vec<EvalResults>) = members
                 .iter()
                 .filter_map(|(s, p, _)| {
-                    Some((*s, read_json_or_warn(&p.join(file), &mut report.warnings)?))
+                    let path = RunLayout::new(p).eval(file);
+                    Some((*s, read_json_or_warn(&path, &mut report.warnings)?))
                 })
                 .unzip();
             if results.is_empty() {
@@ -222,8 +300,8 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
                 report.white_box.push(row);
             }
         }
-        let first = &members[0].1;
-        let metrics: Vec<EpochMetrics> = std::fs::read_to_string(first.join("metrics.jsonl"))
+        let first = RunLayout::new(&members[0].1);
+        let metrics: Vec<EpochMetrics> = std::fs::read_to_string(first.metrics())
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -231,11 +309,8 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, String> {
         if !metrics.is_empty() {
             report.curves.push((model.clone(), method.clone(), metrics));
         }
-        if let Some(sweep) = read_json::<Vec<serde_json::Value>>(&first.join("sweep.json")) {
-            let pts = sweep
-                .iter()
-                .filter_map(|p| Some((p["eps"].as_f64()?, p["robust_accuracy"].as_f64()?)))
-                .collect();
+        if let Some(sweep) = read_json::<crate::train::layout::Sweep>(&first.sweep()) {
+            let pts = sweep.iter().map(|p| (p.eps, p.robust_accuracy)).collect();
             report.sweeps.push((model.clone(), method.clone(), pts));
         }
     }
@@ -468,15 +543,22 @@ pub fn csv(report: &Report) -> String {
 }
 
 /// Writes report.md, results.json, results.csv and the SVG plots into `out`.
-pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReportError::Write { path, source }
+    };
+    std::fs::create_dir_all(out).map_err(write_err(out))?;
     let mut written = Vec::new();
-    let mut put = |name: &str, text: String| -> Result<(), String> {
+    let mut put = |name: &str, text: String| -> Result<(), ReportError> {
         let p = out.join(name);
-        crate::io::write_atomic(&p, text.as_bytes())
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::io::write_atomic(&p, text.as_bytes()).map_err(write_err(&p))?;
         written.push(p);
         Ok(())
+    };
+    let plot_err = |file: &str| {
+        let file = file.to_string();
+        move |source| ReportError::Plot { file, source }
     };
     put("report.md", markdown(report))?;
     put(
@@ -498,7 +580,9 @@ pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, String> {
             .map(|c| (c.1.clone(), c.2.clone()))
             .collect();
         if !curves.is_empty() {
-            put(&format!("curves-{m}.svg"), plots::curves(&m, &curves)?)?;
+            let file = format!("curves-{m}.svg");
+            let svg = plots::curves(&m, &curves).map_err(plot_err(&file))?;
+            put(&file, svg)?;
         }
         let sweeps: Vec<_> = report
             .sweeps
@@ -508,7 +592,9 @@ pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, String> {
             .collect();
         if !sweeps.is_empty() {
             let eps = report.white_box.first().map(|r| r.eps).unwrap_or(0.0);
-            put(&format!("eps-{m}.svg"), plots::eps_sweep(&m, eps, &sweeps)?)?;
+            let file = format!("eps-{m}.svg");
+            let svg = plots::eps_sweep(&m, eps, &sweeps).map_err(plot_err(&file))?;
+            put(&file, svg)?;
         }
     }
     Ok(written)
@@ -517,12 +603,16 @@ pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, String> {
 /// Merges the shards of one evaluation (same checkpoint, attacks and ε; disjoint examples)
 /// into the result an unsharded run gives: per-example outcomes concatenated in example order,
 /// accuracies recomputed from them.
-pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String> {
+pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeError> {
     if shards.is_empty() {
-        return Err("no shards to merge".into());
+        return Err(MergeError::NoShards);
     }
     for (i, s) in shards.iter().enumerate() {
-        check_shard(s).map_err(|e| format!("shard {} ({}): {e}", i + 1, shard_name(s)))?;
+        check_shard(s).map_err(|defect| MergeError::Damaged {
+            number: i + 1,
+            examples: shard_name(s),
+            defect,
+        })?;
     }
     let first = shards[0].clone();
     for s in &shards[1..] {
@@ -551,18 +641,17 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
             } else if differ.is_empty() {
                 differ.push("attack settings".into());
             }
-            return Err(format!(
-                "shards of different evaluations: {} differ between {} and {}",
-                differ.join(", "),
-                shard_name(&first),
-                shard_name(s)
-            ));
+            return Err(MergeError::Different {
+                differ,
+                first: shard_name(&first),
+                other: shard_name(s),
+            });
         }
     }
     // An empty shard (more shards than examples) adds nothing; at least one must hold some.
     shards.retain(|s| !s.example_ids.is_empty());
     if shards.is_empty() {
-        return Err("every shard is empty: no examples were evaluated".into());
+        return Err(MergeError::AllEmpty);
     }
     shards.sort_by_key(|s| s.example_ids[0]);
     // Stages: a shard none of whose examples was attacked (all misclassified) ran no stage;
@@ -585,11 +674,11 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
             let a = &mut s.attacks[k];
             if a.stages.is_empty() && !reference.is_empty() {
                 if a.robust.contains('1') {
-                    return Err(format!(
-                        "{name}: {} has robust examples but no stages, while other shards have {}",
-                        a.name,
-                        reference.len()
-                    ));
+                    return Err(MergeError::NoStages {
+                        examples: name,
+                        attack: a.name.clone(),
+                        stages: reference.len(),
+                    });
                 }
                 a.stages = reference
                     .iter()
@@ -603,13 +692,12 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
         }
         for s in &shards {
             if names(s) != reference {
-                return Err(format!(
-                    "{}: {} has stages {:?}, another shard {:?}",
-                    shard_name(s),
-                    s.attacks[k].name,
-                    names(s),
-                    reference
-                ));
+                return Err(MergeError::OtherStages {
+                    examples: shard_name(s),
+                    attack: s.attacks[k].name.clone(),
+                    found: names(s),
+                    reference,
+                });
             }
         }
     }
@@ -618,7 +706,7 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, String>
     let n = ids.len();
     ids.dedup();
     if ids.len() != n || ids.windows(2).any(|w| w[0] >= w[1]) {
-        return Err("shards overlap or are out of order".into());
+        return Err(MergeError::Overlap);
     }
     let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len() as f64;
     let concat = |f: &dyn Fn(&EvalResults) -> String| -> Vec<bool> {
@@ -680,16 +768,20 @@ fn shard_name(s: &EvalResults) -> String {
 
 /// One shard is consistent: one outcome character ('0' or '1') per example id, for the clean
 /// pass, every attack and every stage.
-fn check_shard(s: &EvalResults) -> Result<(), String> {
+fn check_shard(s: &EvalResults) -> Result<(), ShardDefect> {
     let n = s.example_ids.len();
     let check = |what: &str, flags: &str| {
         if flags.chars().count() != n {
-            Err(format!(
-                "{what} has {} outcomes for {n} example ids (a damaged or edited result file)",
-                flags.chars().count()
-            ))
+            Err(ShardDefect::Count {
+                what: what.to_string(),
+                found: flags.chars().count(),
+                ids: n,
+            })
         } else if let Some(c) = flags.chars().find(|c| *c != '0' && *c != '1') {
-            Err(format!("{what} has the outcome '{c}'; outcomes are 0 or 1"))
+            Err(ShardDefect::Outcome {
+                what: what.to_string(),
+                outcome: c,
+            })
         } else {
             Ok(())
         }

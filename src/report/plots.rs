@@ -17,12 +17,17 @@ fn colour(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("plot: {e}")
+/// A drawing error of the plotting library, in its words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plot: {0}")]
+pub struct PlotError(pub String);
+
+fn err(e: impl std::fmt::Display) -> PlotError {
+    PlotError(e.to_string())
 }
 
 /// Clean (dashed) and PGD-20 (solid) test accuracy per epoch, one colour per method.
-pub fn curves(model: &str, runs: &[(String, Vec<EpochMetrics>)]) -> Result<String, String> {
+pub fn curves(model: &str, runs: &[(String, Vec<EpochMetrics>)]) -> Result<String, PlotError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
@@ -94,7 +99,7 @@ pub fn eps_sweep(
     model: &str,
     train_eps: f64,
     runs: &[(String, Vec<(f64, f64)>)],
-) -> Result<String, String> {
+) -> Result<String, PlotError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();

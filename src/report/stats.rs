@@ -66,6 +66,33 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
 }
 
+/// Why a paired bootstrap cannot be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("a paired comparison needs outcomes on both sides")]
+    Empty,
+    #[error("paired outcomes of different lengths (not the same images)")]
+    Lengths,
+    #[error("the bootstrap needs at least 2 replicates")]
+    Replicates,
+}
+
+/// Why two groups of results are not compared (reported as a warning).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum ComparisonError {
+    #[error(
+        "{model} {label} against {against}: not every seed attacked the same images; no \
+         paired comparison"
+    )]
+    OtherImages {
+        model: String,
+        label: String,
+        against: String,
+    },
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+}
+
 /// The paired bootstrap: `a` and `b` hold one outcome vector per seed (a side may have one
 /// seed, as the teacher), all over the same images in the same order. Each resample draws N
 /// image indices with replacement and applies them to both sides and every seed.
@@ -74,16 +101,16 @@ pub fn paired_interval(
     b: &[Vec<bool>],
     replicates: usize,
     seed: u64,
-) -> Result<Interval, String> {
+) -> Result<Interval, BootstrapError> {
     let n = a.first().map_or(0, Vec::len);
     if a.is_empty() || b.is_empty() || n == 0 {
-        return Err("a paired comparison needs outcomes on both sides".into());
+        return Err(BootstrapError::Empty);
     }
     if a.iter().chain(b).any(|v| v.len() != n) {
-        return Err("paired outcomes of different lengths (not the same images)".into());
+        return Err(BootstrapError::Lengths);
     }
     if replicates < 2 {
-        return Err("the bootstrap needs at least 2 replicates".into());
+        return Err(BootstrapError::Replicates);
     }
     let (ma, mb) = (per_image_mean(a, n), per_image_mean(b, n));
     let diff: Vec<f64> = ma.iter().zip(&mb).map(|(x, y)| x - y).collect();
@@ -180,13 +207,18 @@ fn accuracy(side: &[Vec<bool>]) -> f64 {
     side.iter().flatten().filter(|&&b| b).count() as f64 / n.max(1) as f64
 }
 
-fn compare(a: &GroupResults, b: &GroupResults, label: &str) -> Result<Vec<Comparison>, String> {
+fn compare(
+    a: &GroupResults,
+    b: &GroupResults,
+    label: &str,
+) -> Result<Vec<Comparison>, ComparisonError> {
     let ids = a.example_ids().filter(|ids| Some(*ids) == b.example_ids());
     let Some(ids) = ids else {
-        return Err(format!(
-            "{} {label} against {}: not every seed attacked the same images; no paired comparison",
-            a.model, b.method
-        ));
+        return Err(ComparisonError::OtherImages {
+            model: a.model.clone(),
+            label: label.to_string(),
+            against: b.method.clone(),
+        });
     };
     let mut out = Vec::new();
     for column in a.columns() {
@@ -250,7 +282,7 @@ pub fn claim(groups: &[GroupResults]) -> (Vec<Comparison>, Vec<Comparison>, Vec<
         }) {
             match compare(a, b, &a.method) {
                 Ok(c) => comparisons.extend(c),
-                Err(e) => warnings.push(e),
+                Err(e) => warnings.push(e.to_string()),
             }
         }
     }
@@ -258,7 +290,7 @@ pub fn claim(groups: &[GroupResults]) -> (Vec<Comparison>, Vec<Comparison>, Vec<
         for s in students().filter(|s| s.method == "sat" && s.black_box == t.black_box) {
             match compare(t, s, &format!("{} (teacher)", t.method)) {
                 Ok(c) => margins.extend(c),
-                Err(e) => warnings.push(e),
+                Err(e) => warnings.push(e.to_string()),
             }
         }
     }
@@ -423,7 +455,9 @@ mod tests {
 
     #[test]
     fn mismatched_lengths_are_refused() {
-        let e = paired_interval(&[pattern(10, 0..5)], &[pattern(9, 0..5)], 100, 0).unwrap_err();
+        let e = paired_interval(&[pattern(10, 0..5)], &[pattern(9, 0..5)], 100, 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("same images"), "{e}");
         assert!(paired_interval(&[], &[pattern(9, 0..5)], 100, 0).is_err());
     }

@@ -6,6 +6,7 @@
 //! (`last.safetensors`, `best.safetensors`, `metrics.jsonl`) is derived from it, and rewritten
 //! from it on resume, so a run killed at any moment resumes from its last finished epoch.
 
+use super::layout::RunLayout;
 use super::sgd::Sgd;
 use crate::io::{copy_atomic, write_atomic};
 use crate::models::{load_model, save_model, Model, ModelSpec, WeightsError};
@@ -55,8 +56,10 @@ pub struct RunState {
     pub teacher: Option<serde_json::Value>,
 }
 
+/// A run directory's reading and committing; its file names are [`RunLayout`]'s.
 pub struct RunDir {
     pub root: PathBuf,
+    pub layout: RunLayout,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,24 +87,26 @@ impl RunDir {
     pub fn new(root: &Path) -> Self {
         RunDir {
             root: root.to_path_buf(),
+            layout: RunLayout::new(root),
         }
     }
 
+    /// A file named relative to the run directory (as `state.json` names them).
     pub fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
+        self.layout.path(name)
     }
 
     pub fn config_path(&self) -> PathBuf {
-        self.path("config.toml")
+        self.layout.config()
     }
 
-    pub fn write_text(&self, name: &str, text: &str) -> Result<(), CheckpointError> {
-        let p = self.path(name);
-        write_atomic(&p, text.as_bytes()).map_err(io_err(&p))
+    /// Writes `text` to `path` atomically.
+    pub fn write_text(&self, path: &Path, text: &str) -> Result<(), CheckpointError> {
+        write_atomic(path, text.as_bytes()).map_err(io_err(path))
     }
 
     pub fn read_state(&self) -> Result<Option<RunState>, CheckpointError> {
-        let p = self.path("state.json");
+        let p = self.layout.state();
         match std::fs::read_to_string(&p) {
             Ok(text) => {
                 let state: RunState =
@@ -141,7 +146,7 @@ impl RunDir {
             let p = self.path(name);
             if !p.is_file() {
                 return Err(CheckpointError::Corrupt {
-                    path: self.path("state.json"),
+                    path: self.layout.state(),
                     detail: format!(
                         "names {}, which is missing: the run directory is incomplete (copied \
                          in part?); nothing was removed",
@@ -162,7 +167,7 @@ impl RunDir {
         }
         let plain =
             |n: &str| !n.is_empty() && n != "." && n != ".." && !n.contains(['/', '\\', '\0']);
-        let ok = match name.strip_prefix("ckpt/") {
+        let ok = match RunLayout::in_ckpt(name) {
             Some(rest) => plain(rest),
             None => plain(name),
         };
@@ -194,8 +199,8 @@ impl RunDir {
         new_best: Option<f64>,
     ) -> Result<(), CheckpointError> {
         let epoch = state.epochs_done;
-        let weights = format!("ckpt/epoch-{epoch:04}.safetensors");
-        let optimizer = format!("ckpt/epoch-{epoch:04}.optim.safetensors");
+        let weights = RunLayout::epoch_weights(epoch);
+        let optimizer = RunLayout::epoch_optimizer(epoch);
         save_model(
             model,
             &self.path(&weights),
@@ -208,7 +213,7 @@ impl RunDir {
             state.best.clone(),
         );
         if let Some(metric) = new_best {
-            let file = format!("ckpt/best-epoch-{epoch:04}.safetensors");
+            let file = RunLayout::best_of_epoch(epoch);
             copy_atomic(&self.path(&weights), &self.path(&file))
                 .map_err(io_err(&self.path(&file)))?;
             state.best = Some(BestRecord {
@@ -220,7 +225,7 @@ impl RunDir {
         state.weights = weights;
         state.optimizer = optimizer;
         let json = serde_json::to_string_pretty(state).expect("state serialises");
-        self.write_text("state.json", &json)?;
+        self.write_text(&self.layout.state(), &json)?;
         // Committed: the previous epoch's files are no longer referenced.
         for old in [previous.0, previous.1] {
             if !old.is_empty() && old != state.weights && old != state.optimizer {
@@ -238,25 +243,25 @@ impl RunDir {
     /// `last.safetensors`, `best.safetensors` and `metrics.jsonl` from the committed state.
     pub fn derive_user_files(&self, state: &RunState) -> Result<(), CheckpointError> {
         if !state.weights.is_empty() {
-            self.copy_committed(&state.weights, "last.safetensors")?;
+            self.copy_committed(&state.weights, &self.layout.last())?;
         }
         if let Some(best) = &state.best {
-            self.copy_committed(&best.file, "best.safetensors")?;
+            self.copy_committed(&best.file, &self.layout.best())?;
         }
         let mut lines = String::new();
         for m in &state.metrics {
             lines.push_str(&serde_json::to_string(m).expect("metrics serialise"));
             lines.push('\n');
         }
-        self.write_text("metrics.jsonl", &lines)
+        self.write_text(&self.layout.metrics(), &lines)
     }
 
     /// Copies a committed file onto a user-facing name; an error names the file that could
     /// not be read, or the one that could not be written.
-    fn copy_committed(&self, from: &str, to: &str) -> Result<(), CheckpointError> {
-        let (from, to) = (self.path(from), self.path(to));
+    fn copy_committed(&self, from: &str, to: &Path) -> Result<(), CheckpointError> {
+        let from = self.path(from);
         let bytes = std::fs::read(&from).map_err(io_err(&from))?;
-        write_atomic(&to, &bytes).map_err(io_err(&to))
+        write_atomic(to, &bytes).map_err(io_err(to))
     }
 
     /// Removes checkpoint files no committed state refers to (left by a crash mid-epoch), and
@@ -272,9 +277,9 @@ impl RunDir {
                 v
             })
             .unwrap_or_default();
-        if let Ok(entries) = std::fs::read_dir(self.path("ckpt")) {
+        if let Ok(entries) = std::fs::read_dir(self.layout.ckpt_dir()) {
             for e in entries.flatten() {
-                let rel = format!("ckpt/{}", e.file_name().to_string_lossy());
+                let rel = format!("{}/{}", RunLayout::CKPT, e.file_name().to_string_lossy());
                 if !keep.contains(&rel) {
                     let _ = std::fs::remove_file(e.path());
                 }

@@ -3,10 +3,12 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod layout;
 pub mod sgd;
 
 pub use checkpoint::{EpochMetrics, RunDir, RunState};
 pub use config::{TrainConfig, TrainOverrides};
+pub use layout::RunLayout;
 
 use crate::attacks::{self, Pgd, Preset};
 use crate::data::{self, Augment, BatchIter, Dataset, LoaderConfig, Split};
@@ -261,6 +263,36 @@ pub fn run(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<RunState, TrainError> {
+    let run = prepare(cfg, device)?;
+    let mut sgd = sgd::Sgd::new(cfg.momentum, cfg.weight_decay);
+    let (mut model, mut state) = resume_or_start(cfg, &run, &mut sgd, device, observer)?;
+    for epoch in state.epochs_done..cfg.epochs {
+        let t0 = Instant::now();
+        let (trained, totals) =
+            train_epoch(cfg, &run, model, &mut sgd, epoch, t0, device, observer)?;
+        model = trained;
+        evaluate_and_commit(
+            cfg, &run, &model, &sgd, &mut state, epoch, &totals, t0, device, observer,
+        )?;
+    }
+    Ok(state)
+}
+
+/// What every epoch of a run uses: its directory, data, method and teacher.
+struct Prepared {
+    dir: RunDir,
+    train: Arc<Dataset>,
+    test: Arc<Dataset>,
+    /// The test slice PGD-20 monitors each epoch (and the best checkpoint is chosen on).
+    monitor_set: Arc<Dataset>,
+    method: Box<dyn methods::Method>,
+    teacher: Option<Model>,
+    spec: ModelSpec,
+}
+
+/// Checks the settings against the run directory (a different run there is an error), records
+/// them, and loads the data, the method and the teacher.
+fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
     cfg.validate().map_err(TrainError::Config)?;
     let dir = RunDir::new(&cfg.out);
     std::fs::create_dir_all(&cfg.out).map_err(|e| checkpoint::CheckpointError::Io {
@@ -268,7 +300,7 @@ pub fn run(
         source: e,
     })?;
     check_same_run(&dir, cfg)?;
-    dir.write_text("config.toml", &cfg.to_toml())?;
+    dir.write_text(&dir.config_path(), &cfg.to_toml())?;
 
     let train = Arc::new(data::load(
         cfg.dataset,
@@ -284,7 +316,6 @@ pub fn run(
     )?);
     let monitor_set = Arc::new(test.slice(0, cfg.monitor_examples));
     let method = methods::build(&cfg.method).map_err(TrainError::Config)?;
-    let robust_method = cfg.method.is_robust();
     let teacher = if cfg.method.needs_teacher() {
         let t = load_teacher(cfg, device)?;
         if t.is_none() {
@@ -297,175 +328,233 @@ pub fn run(
     } else {
         None
     };
-
     let spec = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
+    Ok(Prepared {
+        dir,
+        train,
+        test,
+        monitor_set,
+        method,
+        teacher,
+        spec,
+    })
+}
+
+/// The model and state of the last committed epoch, or a fresh model (seeded by the run's
+/// seed) and state with the teacher's monitor numbers.
+fn resume_or_start(
+    cfg: &TrainConfig,
+    run: &Prepared,
+    sgd: &mut sgd::Sgd,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<(Model, RunState), TrainError> {
+    let dir = &run.dir;
     let ad = device.clone().autodiff();
-    let mut sgd = sgd::Sgd::new(cfg.momentum, cfg.weight_decay);
     let previous = dir.read_state()?;
     if let Some(state) = &previous {
         dir.check_committed_files(state)?;
     }
     dir.remove_stale(previous.as_ref());
-    let (mut model, mut state) = match previous {
-        Some(state) if state.epochs_done > 0 => {
-            let model = dir.load_state_tensors(&state, &spec, device, &mut sgd)?;
-            dir.derive_user_files(&state)?;
-            observer.message(&format!("resuming after epoch {}", state.epochs_done));
-            (model, state)
-        }
-        _ => {
-            device.seed(cfg.seed);
-            let model = spec.build(&ad).expect("validated model name");
-            let mut state = RunState {
-                epochs_done: 0,
-                weights: String::new(),
-                optimizer: String::new(),
-                best: None,
-                seed: cfg.seed,
-                next_epoch: 0,
-                metrics: Vec::new(),
-                teacher: None,
-            };
-            if let Some(t) = &teacher {
-                observer.evaluating("teacher");
-                let (clean, robust) = monitor(
-                    t,
-                    &monitor_set,
-                    cfg.method.eps,
-                    cfg.seed,
-                    cfg.eval_batch_size,
-                    device,
-                );
-                observer.message(&format!(
-                    "teacher {}: clean {:.2}%, PGD-20 {:.2}% on {} test images",
-                    t.spec.name,
-                    100.0 * clean,
-                    100.0 * robust,
-                    monitor_set.len()
-                ));
-                state.teacher = Some(serde_json::json!({
-                    "model": t.spec.name,
-                    "checkpoint": cfg.teacher.as_ref().map(|p| p.display().to_string()),
-                    "monitor_clean_accuracy": clean,
-                    "monitor_robust_accuracy": robust,
-                }));
-            }
-            (model, state)
-        }
+    if let Some(state) = previous.filter(|s| s.epochs_done > 0) {
+        let model = dir.load_state_tensors(&state, &run.spec, device, sgd)?;
+        dir.derive_user_files(&state)?;
+        observer.message(&format!("resuming after epoch {}", state.epochs_done));
+        return Ok((model, state));
+    }
+    device.seed(cfg.seed);
+    let model = run.spec.build(&ad).expect("validated model name");
+    let mut state = RunState {
+        epochs_done: 0,
+        weights: String::new(),
+        optimizer: String::new(),
+        best: None,
+        seed: cfg.seed,
+        next_epoch: 0,
+        metrics: Vec::new(),
+        teacher: None,
     };
+    if let Some(t) = &run.teacher {
+        observer.evaluating("teacher");
+        let (clean, robust) = monitor(
+            t,
+            &run.monitor_set,
+            cfg.method.eps,
+            cfg.seed,
+            cfg.eval_batch_size,
+            device,
+        );
+        observer.message(&format!(
+            "teacher {}: clean {:.2}%, PGD-20 {:.2}% on {} test images",
+            t.spec.name,
+            100.0 * clean,
+            100.0 * robust,
+            run.monitor_set.len()
+        ));
+        state.teacher = Some(serde_json::json!({
+            "model": t.spec.name,
+            "checkpoint": cfg.teacher.as_ref().map(|p| p.display().to_string()),
+            "monitor_clean_accuracy": clean,
+            "monitor_robust_accuracy": robust,
+        }));
+    }
+    Ok((model, state))
+}
 
+/// Sums over one epoch's training batches.
+struct EpochTotals {
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+    train_seconds: f64,
+}
+
+/// One pass over the training set: a method step and an SGD step per batch (`t0`: the
+/// epoch's start, for its speed).
+#[allow(clippy::too_many_arguments)]
+fn train_epoch(
+    cfg: &TrainConfig,
+    run: &Prepared,
+    mut model: Model,
+    sgd: &mut sgd::Sgd,
+    epoch: usize,
+    t0: Instant,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<(Model, EpochTotals), TrainError> {
+    let lr = cfg.lr_at(epoch);
     let augment = if cfg.augment {
         cfg.dataset.default_augment()
     } else {
         Augment::NONE
     };
-    for epoch in state.epochs_done..cfg.epochs {
-        let t0 = Instant::now();
-        let lr = cfg.lr_at(epoch);
-        let loader = BatchIter::new(
-            train.clone(),
-            LoaderConfig {
-                batch_size: cfg.batch_size,
-                shuffle: true,
-                augment,
-                seed: cfg.seed,
-                epoch,
-            },
-        );
-        observer.epoch_start(epoch, cfg.epochs, loader.num_batches);
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        for (bi, batch) in loader.enumerate() {
-            let (x, y) = batch.to_tensors(train.shape, device);
-            let ids: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
-            let teacher_logits = teacher
-                .as_ref()
-                .map(|t| methods::teacher_logits(t, x.clone()));
-            let input = StepInput {
-                x,
-                y: y.clone(),
-                ids: &ids,
-                epoch,
-                seed: batch_seed(cfg.seed, epoch, bi),
-                teacher_logits,
-            };
-            let out = methods::step(method.as_ref(), &model, teacher.as_ref(), &input);
-            let loss_value = out.loss.clone().into_scalar::<f32>();
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    epoch: epoch + 1,
-                    batch: bi + 1,
-                    value: loss_value,
-                });
-            }
-            let n = batch.len();
-            let pred = out
-                .logits
-                .detach()
-                .without_autodiff()
-                .argmax(1)
-                .reshape([n]);
-            correct += pred.equal(y).int().sum().into_scalar::<i64>() as usize;
-            seen += n;
-            loss_sum += loss_value as f64 * n as f64;
-            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-            model = sgd.step(lr, model, grads);
-            observer.batch(
-                bi + 1,
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64,
-                seen as f64 / t0.elapsed().as_secs_f64(),
-            );
-        }
-        let train_seconds = t0.elapsed().as_secs_f64();
-
-        observer.evaluating("test");
-        let valid = model.valid();
-        let (clean_flags, _) = eval::clean_pass(&valid, &test, cfg.eval_batch_size, device);
-        let test_accuracy =
-            clean_flags.iter().filter(|&&b| b).count() as f64 / clean_flags.len().max(1) as f64;
-        let (robust_accuracy, monitor_clean) = if robust_method {
-            observer.evaluating("PGD-20");
-            let (c, r) = monitor(
-                &valid,
-                &monitor_set,
-                cfg.method.eps,
-                cfg.seed,
-                cfg.eval_batch_size,
-                device,
-            );
-            (Some(r), Some(c))
-        } else {
-            (None, None)
+    let loader = BatchIter::new(
+        run.train.clone(),
+        LoaderConfig {
+            batch_size: cfg.batch_size,
+            shuffle: true,
+            augment,
+            seed: cfg.seed,
+            epoch,
+        },
+    );
+    observer.epoch_start(epoch, cfg.epochs, loader.num_batches);
+    let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+    for (bi, batch) in loader.enumerate() {
+        let (x, y) = batch.to_tensors(run.train.shape, device);
+        let ids: Vec<u64> = batch.indices.iter().map(|&i| i as u64).collect();
+        let teacher_logits = run
+            .teacher
+            .as_ref()
+            .map(|t| methods::teacher_logits(t, x.clone()));
+        let input = StepInput {
+            x,
+            y: y.clone(),
+            ids: &ids,
+            epoch,
+            seed: batch_seed(cfg.seed, epoch, bi),
+            teacher_logits,
         };
-        let metrics = EpochMetrics {
-            epoch: epoch + 1,
-            lr,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: correct as f64 / seen.max(1) as f64,
-            test_accuracy,
-            robust_accuracy,
-            monitor_clean_accuracy: monitor_clean,
-            seconds: t0.elapsed().as_secs_f64(),
-            images_per_second: seen as f64 / train_seconds,
-        };
-        let metric = robust_accuracy.unwrap_or(test_accuracy);
-        let new_best = match &state.best {
-            Some(b) if b.metric >= metric => None,
-            _ => Some(metric),
-        };
-        // A step can leave non-finite weights without a non-finite loss (the last batch of an
-        // epoch): such weights are never committed as a finished epoch.
-        if let Some(name) = first_non_finite(&valid) {
-            return Err(TrainError::NonFiniteWeights {
+        let out = methods::step(run.method.as_ref(), &model, run.teacher.as_ref(), &input);
+        let loss_value = out.loss.clone().into_scalar::<f32>();
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFinite {
                 epoch: epoch + 1,
-                tensor: name,
+                batch: bi + 1,
+                value: loss_value,
             });
         }
-        state.metrics.push(metrics.clone());
-        state.epochs_done = epoch + 1;
-        state.next_epoch = epoch + 1;
-        dir.commit_epoch(&valid, &sgd, &mut state, new_best)?;
-        observer.epoch_end(&metrics);
+        let n = batch.len();
+        let pred = out
+            .logits
+            .detach()
+            .without_autodiff()
+            .argmax(1)
+            .reshape([n]);
+        correct += pred.equal(y).int().sum().into_scalar::<i64>() as usize;
+        seen += n;
+        loss_sum += loss_value as f64 * n as f64;
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        model = sgd.step(lr, model, grads);
+        observer.batch(
+            bi + 1,
+            loss_sum / seen as f64,
+            correct as f64 / seen as f64,
+            seen as f64 / t0.elapsed().as_secs_f64(),
+        );
     }
-    Ok(state)
+    let totals = EpochTotals {
+        loss_sum,
+        correct,
+        seen,
+        train_seconds: t0.elapsed().as_secs_f64(),
+    };
+    Ok((model, totals))
+}
+
+/// Clean test accuracy and (robust methods) the PGD-20 monitor after an epoch, then the
+/// epoch's commit: weights, optimizer, best checkpoint and metrics.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_and_commit(
+    cfg: &TrainConfig,
+    run: &Prepared,
+    model: &Model,
+    sgd: &sgd::Sgd,
+    state: &mut RunState,
+    epoch: usize,
+    totals: &EpochTotals,
+    t0: Instant,
+    device: &Device,
+    observer: &mut dyn Observer,
+) -> Result<(), TrainError> {
+    observer.evaluating("test");
+    let valid = model.valid();
+    let (clean_flags, _) = eval::clean_pass(&valid, &run.test, cfg.eval_batch_size, device);
+    let test_accuracy =
+        clean_flags.iter().filter(|&&b| b).count() as f64 / clean_flags.len().max(1) as f64;
+    let (robust_accuracy, monitor_clean) = if cfg.method.is_robust() {
+        observer.evaluating("PGD-20");
+        let (c, r) = monitor(
+            &valid,
+            &run.monitor_set,
+            cfg.method.eps,
+            cfg.seed,
+            cfg.eval_batch_size,
+            device,
+        );
+        (Some(r), Some(c))
+    } else {
+        (None, None)
+    };
+    let seen = totals.seen;
+    let metrics = EpochMetrics {
+        epoch: epoch + 1,
+        lr: cfg.lr_at(epoch),
+        train_loss: totals.loss_sum / seen.max(1) as f64,
+        train_accuracy: totals.correct as f64 / seen.max(1) as f64,
+        test_accuracy,
+        robust_accuracy,
+        monitor_clean_accuracy: monitor_clean,
+        seconds: t0.elapsed().as_secs_f64(),
+        images_per_second: seen as f64 / totals.train_seconds,
+    };
+    let metric = robust_accuracy.unwrap_or(test_accuracy);
+    let new_best = match &state.best {
+        Some(b) if b.metric >= metric => None,
+        _ => Some(metric),
+    };
+    // A step can leave non-finite weights without a non-finite loss (the last batch of an
+    // epoch): such weights are never committed as a finished epoch.
+    if let Some(name) = first_non_finite(&valid) {
+        return Err(TrainError::NonFiniteWeights {
+            epoch: epoch + 1,
+            tensor: name,
+        });
+    }
+    state.metrics.push(metrics.clone());
+    state.epochs_done = epoch + 1;
+    state.next_epoch = epoch + 1;
+    run.dir.commit_epoch(&valid, sgd, state, new_best)?;
+    observer.epoch_end(&metrics);
+    Ok(())
 }

@@ -20,8 +20,8 @@ pub struct EvalArgs {
     #[arg(
         long,
         default_value = "paper",
-        help = attacks::registry::help_short(),
-        long_help = attacks::registry::help_long()
+        help = rslad::attacks::registry::help_short(),
+        long_help = rslad::attacks::registry::help_long()
     )]
     attacks: String,
     /// L-inf radius on the [0,1] scale: 8/255 or 0.0314 (default: 8/255 CIFAR, 0.1 Fashion-MNIST).

@@ -1,6 +1,8 @@
 //! The experiment file and the grid of cells it describes.
 
 use crate::data::{self, DatasetKind};
+use crate::methods::UnknownMethod;
+use crate::train::config::{ConfigError, Scope, SETTINGS};
 use crate::train::TrainOverrides;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,24 +53,88 @@ pub struct Students {
     pub methods: Vec<String>,
 }
 
-/// Per-method hyperparameters (`[methods.ard] temperature = 30`), schedule included: the
+/// Per-method settings (`[methods.ard] temperature = 30`), schedule included: the
 /// baselines' official codes train on their own schedules (`[methods.trades] epochs = 100`,
-/// `milestones = [74, 89, 99]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MethodSettings {
-    pub beta: Option<f64>,
-    pub alpha: Option<f64>,
-    pub temperature: Option<f64>,
-    pub attack_bn: Option<String>,
-    pub bn_passes: Option<String>,
-    pub iad_begin: Option<usize>,
-    pub epochs: Option<usize>,
-    /// Epochs (counted from 0) at whose start the learning rate drops; given with `epochs`
-    /// when the experiment's own milestones do not fit the method's schedule.
-    pub milestones: Option<Vec<usize>>,
-    pub batch_size: Option<usize>,
-    pub lr: Option<f64>,
+/// `milestones = [74, 89, 99]`). A layer of the one settings struct, merged over the
+/// experiment's values; only settings of [`Scope::Method`] may be given here.
+pub type MethodSettings = TrainOverrides;
+
+/// Why an experiment file or its grid was refused. Messages name the file's keys.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error(transparent)]
+    Dataset(#[from] data::DataError),
+    #[error("eps: {0}")]
+    Eps(#[from] crate::units::UnitsError),
+    #[error("{key} = 0 in the experiment file: it must be at least 1")]
+    Zero { key: &'static str },
+    #[error("cell {index} ({name}): {source}")]
+    Cell {
+        index: usize,
+        name: String,
+        source: ConfigError,
+    },
+    #[error("cell {index} ({name}): {source}")]
+    CellModel {
+        index: usize,
+        name: String,
+        source: crate::models::UnknownModel,
+    },
+    #[error("cell {index} ({name}): {source}")]
+    CellMethod {
+        index: usize,
+        name: String,
+        source: UnknownMethod,
+    },
+    #[error(
+        "unknown method '{given}' in [[student]]; known: {}",
+        crate::methods::known_methods()
+    )]
+    StudentMethod { given: String },
+    #[error("'{given}' in [[student]]: a KL reduction applies to {readers} only")]
+    ReductionNotRead { given: String, readers: String },
+    #[error("'{given}' in [[student]]: {reason}")]
+    BadReduction { given: String, reason: String },
+    #[error("[methods.{method}]: {source}")]
+    MethodTable {
+        method: String,
+        source: UnknownMethod,
+    },
+    #[error(
+        "[methods.{method}] sets {key}, which is one value for a whole cell: give it at the top \
+         of the file (or in [teacher], [surrogate], [[student]])"
+    )]
+    NotPerMethod { method: String, key: &'static str },
+    #[error("blackbox_seeds has seed {seed}, which is not in seeds {seeds:?}")]
+    BlackboxSeed { seed: u64, seeds: Vec<u64> },
+    #[error(
+        "cell {index}: its name {name} would not be a plain folder name (a '/' in a model, \
+         method or KL reduction?)"
+    )]
+    CellName { index: usize, name: String },
+    #[error("cells {first} and {second} are both {name}: a seed or a method is listed twice")]
+    Duplicate {
+        first: usize,
+        second: usize,
+        name: String,
+    },
+}
+
+/// For callers that still report errors as text.
+impl From<ExperimentError> for String {
+    fn from(e: ExperimentError) -> String {
+        e.to_string()
+    }
 }
 
 /// The experiment file. Unknown keys are an error that names them.
@@ -139,36 +205,38 @@ pub struct Cell {
 }
 
 impl ExperimentConfig {
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Self, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ExperimentError::Toml {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
-    pub fn kind(&self) -> Result<DatasetKind, String> {
-        self.dataset
-            .parse()
-            .map_err(|e: data::DataError| e.to_string())
+    pub fn kind(&self) -> Result<DatasetKind, ExperimentError> {
+        Ok(self.dataset.parse()?)
     }
 
-    pub fn eps(&self) -> Result<f64, String> {
+    pub fn eps(&self) -> Result<f64, ExperimentError> {
         match &self.eps {
-            Some(q) => crate::units::parse_eps(&q.as_string()),
+            Some(q) => Ok(crate::units::parse_eps(&q.as_string())?),
             None => Ok(self.kind()?.default_eps()),
         }
     }
 
     /// Checks the evaluation settings and every cell's training settings before any cell
     /// runs, so a bad value fails at once rather than after hours of training.
-    pub fn validate(&self, cells: &[Cell]) -> Result<(), String> {
+    pub fn validate(&self, cells: &[Cell]) -> Result<(), ExperimentError> {
         for (key, value) in [
             ("eval_batch_size", self.eval_batch_size),
             ("eval_examples", self.eval_examples),
             ("square_queries", self.square_queries),
         ] {
             if value == Some(0) {
-                return Err(format!(
-                    "{key} = 0 in the experiment file: it must be at least 1"
-                ));
+                return Err(ExperimentError::Zero { key });
             }
         }
         self.eps()?;
@@ -176,7 +244,11 @@ impl ExperimentConfig {
             cell.train
                 .clone()
                 .resolve()
-                .map_err(|e| format!("cell {} ({}): {e}", cell.index, cell.name))?;
+                .map_err(|source| ExperimentError::Cell {
+                    index: cell.index,
+                    name: cell.name.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -195,9 +267,9 @@ impl ExperimentConfig {
             milestones: self.milestones.clone(),
             gamma: self.gamma,
             augment: self.augment,
-            eps: self.eps.as_ref().map(Quantity::as_string),
+            eps: self.eps.as_ref().map(|q| q.as_string().into()),
             attack_steps: self.attack_steps,
-            attack_step_size: self.attack_step_size.as_ref().map(Quantity::as_string),
+            attack_step_size: self.attack_step_size.as_ref().map(|q| q.as_string().into()),
             monitor_examples: self.monitor_examples,
             eval_batch_size: self.eval_batch_size,
             out: Some(out.to_path_buf()),
@@ -206,7 +278,8 @@ impl ExperimentConfig {
     }
 
     /// Every cell, in the order they must run (surrogate and teacher first).
-    pub fn cells(&self, out: &Path) -> Result<Vec<Cell>, String> {
+    pub fn cells(&self, out: &Path) -> Result<Vec<Cell>, ExperimentError> {
+        self.check_method_tables()?;
         let seeds = if self.seeds.is_empty() {
             vec![0]
         } else {
@@ -250,10 +323,11 @@ impl ExperimentConfig {
                 run.method
             );
             let mut t = self.base(&out.join("cells").join(&name));
-            t.model = Some(run.model.clone());
+            // An unknown model is named with its cell below.
+            t.model = run.model.parse().ok();
             t.method = Some(run.method.clone());
             t.seed = Some(seeds[0]);
-            self.apply_method_settings(&run.method, &mut t);
+            let mut t = self.with_method_settings(&run.method, t);
             // The role's own keys win over `[methods.<its method>]`: a SAT teacher is not a SAT
             // student.
             t.epochs = run.epochs.or(t.epochs);
@@ -272,10 +346,8 @@ impl ExperimentConfig {
             );
         }
         if let Some(b) = &self.blackbox_seeds {
-            if let Some(s) = b.iter().find(|s| !seeds.contains(s)) {
-                return Err(format!(
-                    "blackbox_seeds has seed {s}, which is not in seeds {seeds:?}"
-                ));
+            if let Some(&seed) = b.iter().find(|s| !seeds.contains(s)) {
+                return Err(ExperimentError::BlackboxSeed { seed, seeds });
             }
         }
         let teacher_ckpt = self.teacher_checkpoint(out);
@@ -285,22 +357,28 @@ impl ExperimentConfig {
                     Some((a, b)) => (a.to_string(), Some(b.to_string())),
                     None => (m.clone(), None),
                 };
-                if !crate::methods::METHODS.contains(&method.as_str()) {
-                    return Err(format!(
-                        "unknown method '{m}' in [[student]]; known: {}",
-                        crate::methods::METHODS.join(", ")
-                    ));
-                }
+                let entry = crate::methods::lookup(&method)
+                    .map_err(|_| ExperimentError::StudentMethod { given: m.clone() })?;
                 if let Some(r) = &reduction {
-                    // Only ARD and RSLAD read the reduction: `iad:batchmean` would silently
-                    // train plain IAD under another name.
-                    if !matches!(method.as_str(), "ard" | "rslad") {
-                        return Err(format!(
-                            "'{m}' in [[student]]: a KL reduction applies to ard and rslad only"
-                        ));
+                    // Only a method that reads the reduction may carry one: `iad:batchmean`
+                    // would silently train plain IAD under another name.
+                    if !entry.reads("kl_reduction") {
+                        return Err(ExperimentError::ReductionNotRead {
+                            given: m.clone(),
+                            readers: crate::methods::METHODS
+                                .iter()
+                                .filter(|e| e.reads("kl_reduction"))
+                                .map(|e| e.name)
+                                .collect::<Vec<_>>()
+                                .join(" and "),
+                        });
                     }
-                    r.parse::<crate::methods::KlReduction>()
-                        .map_err(|e| format!("'{m}' in [[student]]: {e}"))?;
+                    r.parse::<crate::methods::KlReduction>().map_err(|reason| {
+                        ExperimentError::BadReduction {
+                            given: m.clone(),
+                            reason,
+                        }
+                    })?;
                 }
                 for &seed in &seeds {
                     let tag = match &reduction {
@@ -309,15 +387,18 @@ impl ExperimentConfig {
                     };
                     let name = format!("{}-{tag}-s{seed}", s.model);
                     let mut t = self.base(&out.join("cells").join(&name));
-                    t.model = Some(s.model.clone());
+                    t.model = s.model.parse().ok();
                     t.method = Some(method.clone());
                     t.seed = Some(seed);
-                    t.kl_reduction = reduction.clone();
-                    if matches!(method.as_str(), "ard" | "iad" | "rslad") {
+                    t.kl_reduction = reduction.as_deref().map(|r| {
+                        r.parse()
+                            .expect("the reduction was checked before the seeds")
+                    });
+                    if entry.needs_teacher {
                         t.teacher = Some(teacher_ckpt.clone());
                         t.teacher_model = Some(self.teacher.model.clone());
                     }
-                    self.apply_method_settings(&method, &mut t);
+                    let t = self.with_method_settings(&method, t);
                     add(
                         &mut cells,
                         name,
@@ -334,46 +415,59 @@ impl ExperimentConfig {
         // Cell names become folder names: each must be a plain, distinct name.
         for (i, c) in cells.iter().enumerate() {
             if c.name.contains(['/', '\\']) {
-                return Err(format!(
-                    "cell {}: its name {} would not be a plain folder name (a '/' in a model, \
-                     method or KL reduction?)",
-                    c.index, c.name
-                ));
+                return Err(ExperimentError::CellName {
+                    index: c.index,
+                    name: c.name.clone(),
+                });
             }
-            c.model
-                .parse::<crate::models::Arch>()
-                .map_err(|e| format!("cell {} ({}): {e}", c.index, c.name))?;
-            if !crate::methods::METHODS.contains(&c.method.as_str()) {
-                return Err(format!(
-                    "cell {} ({}): unknown method '{}'; known: {}",
-                    c.index,
-                    c.name,
-                    c.method,
-                    crate::methods::METHODS.join(", ")
-                ));
-            }
+            c.model.parse::<crate::models::Arch>().map_err(|source| {
+                ExperimentError::CellModel {
+                    index: c.index,
+                    name: c.name.clone(),
+                    source,
+                }
+            })?;
+            crate::methods::lookup(&c.method).map_err(|source| ExperimentError::CellMethod {
+                index: c.index,
+                name: c.name.clone(),
+                source,
+            })?;
             if let Some(other) = cells[..i].iter().find(|o| o.name == c.name) {
-                return Err(format!(
-                    "cells {} and {} are both {}: a seed or a method is listed twice",
-                    other.index, c.index, c.name
-                ));
+                return Err(ExperimentError::Duplicate {
+                    first: other.index,
+                    second: c.index,
+                    name: c.name.clone(),
+                });
             }
         }
         Ok(cells)
     }
 
-    fn apply_method_settings(&self, method: &str, t: &mut TrainOverrides) {
-        if let Some(s) = self.methods.get(method) {
-            t.beta = s.beta.or(t.beta);
-            t.alpha = s.alpha.or(t.alpha);
-            t.temperature = s.temperature.or(t.temperature);
-            t.attack_bn = s.attack_bn.clone().or(t.attack_bn.take());
-            t.bn_passes = s.bn_passes.clone().or(t.bn_passes.take());
-            t.iad_begin = s.iad_begin.or(t.iad_begin);
-            t.epochs = s.epochs.or(t.epochs);
-            t.milestones = s.milestones.clone().or(t.milestones.take());
-            t.batch_size = s.batch_size.or(t.batch_size);
-            t.lr = s.lr.or(t.lr);
+    /// Each `[methods.NAME]` names a registered method and gives only per-method settings.
+    fn check_method_tables(&self) -> Result<(), ExperimentError> {
+        for (method, settings) in &self.methods {
+            crate::methods::lookup(method).map_err(|source| ExperimentError::MethodTable {
+                method: method.clone(),
+                source,
+            })?;
+            for key in settings.given() {
+                let scope = SETTINGS.iter().find(|s| s.key == key).map(|s| s.scope);
+                if scope != Some(Scope::Method) {
+                    return Err(ExperimentError::NotPerMethod {
+                        method: method.clone(),
+                        key,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `t` with `[methods.<method>]` merged over it (the method's settings win).
+    fn with_method_settings(&self, method: &str, t: TrainOverrides) -> TrainOverrides {
+        match self.methods.get(method) {
+            Some(s) => t.merged(s.clone()),
+            None => t,
         }
     }
 

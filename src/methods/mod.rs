@@ -18,30 +18,88 @@ use burn::module::Module;
 use burn::prelude::*;
 pub use kl::KlReduction;
 
-/// The methods by name: adding one is a file and a line here.
-pub const METHODS: &[&str] = &["natural", "sat", "trades", "ard", "iad", "rslad"];
+/// The methods: adding one is its file (with its [`MethodEntry`]) and a line here. Every
+/// list of method names, teacher rule and "unknown method" message is derived from it.
+pub const METHODS: &[&MethodEntry] = &[
+    &natural::ENTRY,
+    &sat::ENTRY,
+    &trades::ENTRY,
+    &ard::ENTRY,
+    &iad::ENTRY,
+    &rslad::ENTRY,
+];
+
+/// What the trainer, the command line, the TOML config and experiments know of a method;
+/// each method file exports its own as `ENTRY`.
+pub struct MethodEntry {
+    pub name: &'static str,
+    /// Trains against an inner attack (every method but natural training).
+    pub robust: bool,
+    /// Distills a teacher: it needs `teacher` and `teacher_model`, and an experiment gives it
+    /// the experiment's teacher.
+    pub needs_teacher: bool,
+    /// The method settings it reads (keys of [`crate::train::TrainOverrides`]) beyond the
+    /// inner attack's: `kl_reduction` here allows an experiment's `NAME:batchmean`;
+    /// `bn_passes` says the official code runs extra student passes; `iad_begin` that the
+    /// introspection start epoch must come before the last epoch.
+    pub reads: &'static [&'static str],
+    /// Its spec defaults where they differ from the common ones of
+    /// [`MethodConfig::defaults`] (spec/methods.md).
+    pub defaults: fn(&mut MethodConfig, DatasetKind, usize),
+    /// The factor on its KL terms for a dataset and reduction (1 for most methods).
+    pub kl_scale: fn(DatasetKind, KlReduction) -> f64,
+    pub build: fn(MethodConfig) -> Box<dyn Method>,
+}
+
+impl MethodEntry {
+    /// Whether the method reads the setting `key`.
+    pub fn reads(&self, key: &str) -> bool {
+        self.reads.contains(&key)
+    }
+}
+
+/// A method name not in [`METHODS`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown method '{name}'; known: {}", known_methods())]
+pub struct UnknownMethod {
+    pub name: String,
+}
+
+/// The registered names, comma-separated, for messages and help.
+pub fn known_methods() -> String {
+    METHODS
+        .iter()
+        .map(|m| m.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The registry entry of `name`.
+pub fn lookup(name: &str) -> Result<&'static MethodEntry, UnknownMethod> {
+    METHODS
+        .iter()
+        .copied()
+        .find(|m| m.name == name)
+        .ok_or_else(|| UnknownMethod {
+            name: name.to_string(),
+        })
+}
+
+/// Defaults every method keeps unless its entry changes them.
+fn no_defaults(_: &mut MethodConfig, _: DatasetKind, _: usize) {}
+
+/// No factor on the KL terms.
+fn unscaled(_: DatasetKind, _: KlReduction) -> f64 {
+    1.0
+}
 
 pub fn build(config: &MethodConfig) -> Result<Box<dyn Method>, String> {
-    let m: Box<dyn Method> = match config.name.as_str() {
-        "natural" => Box::new(natural::Natural(config.clone())),
-        "sat" => Box::new(sat::Sat(config.clone())),
-        "trades" => Box::new(trades::Trades(config.clone())),
-        "ard" => Box::new(ard::Ard(config.clone())),
-        "iad" => Box::new(iad::Iad(config.clone())),
-        "rslad" => Box::new(rslad::Rslad(config.clone())),
-        other => {
-            return Err(format!(
-                "unknown method '{other}'; known: {}",
-                METHODS.join(", ")
-            ))
-        }
-    };
-    Ok(m)
+    let entry = lookup(&config.name).map_err(|e| e.to_string())?;
+    Ok((entry.build)(config.clone()))
 }
 
 /// BatchNorm mode of the student during the inner attack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttackBn {
     /// Batch statistics, running statistics updated (ARD's and IAD's official code).
     Train,
@@ -60,10 +118,20 @@ impl std::str::FromStr for AttackBn {
     }
 }
 
+impl std::fmt::Display for AttackBn {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            AttackBn::Train => "train",
+            AttackBn::Eval => "eval",
+        })
+    }
+}
+
+crate::units::serde_as_text!(AttackBn);
+
 /// Which student forward passes in training mode a step runs, each one updating the BatchNorm
 /// running statistics the evaluated model keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BnPasses {
     /// Every pass the official code runs, used or not: ARD's clean pass even at α = 1, IAD's
     /// clean pass (and a second one in the introspection phase), TRADES' clean batch twice
@@ -91,20 +159,25 @@ impl std::str::FromStr for BnPasses {
     }
 }
 
+impl std::fmt::Display for BnPasses {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            BnPasses::Official => "official",
+            BnPasses::Minimal => "minimal",
+        })
+    }
+}
+
+crate::units::serde_as_text!(BnPasses);
+
 fn one() -> f64 {
     1.0
 }
 
-/// The factor on RSLAD's two KL terms. The official CIFAR-100 scripts multiply each
-/// element-mean KL by 10 (`resnet18_rslad_cifar100.py`: "to keep consistent with CIFAR-10"),
-/// undoing the extra 1/10 of a mean over C = 100 classes instead of 10; the batch-mean KL has
-/// no 1/C and needs no factor (spec/methods.md, RSLAD).
-pub fn rslad_kl_scale(name: &str, dataset: DatasetKind, reduction: KlReduction) -> f64 {
-    if name == "rslad" && dataset == DatasetKind::Cifar100 && reduction == KlReduction::Official {
-        10.0
-    } else {
-        1.0
-    }
+/// The factor on the KL terms of method `name` (RSLAD's ×10 on CIFAR-100 with the official
+/// reduction, [`rslad::kl_scale`]; 1 for the others and for unknown names).
+pub fn kl_scale(name: &str, dataset: DatasetKind, reduction: KlReduction) -> f64 {
+    lookup(name).map_or(1.0, |m| (m.kl_scale)(dataset, reduction))
 }
 
 /// Every hyperparameter of every method; each method reads the ones it uses. Defaults follow
@@ -127,7 +200,7 @@ pub struct MethodConfig {
     /// ARD / RSLAD: reduction of the KL terms.
     pub kl_reduction: KlReduction,
     /// RSLAD: factor on both KL terms (10 on CIFAR-100 with the official reduction, see
-    /// [`rslad_kl_scale`]); 1 in configs written before it was recorded.
+    /// [`kl_scale`]); 1 in configs written before it was recorded.
     #[serde(default = "one")]
     pub kl_scale: f64,
     /// Student passes per step (see [`BnPasses`]).
@@ -138,25 +211,22 @@ pub struct MethodConfig {
 }
 
 impl MethodConfig {
-    /// The spec's values for `name` on `dataset`, trained for `epochs` epochs.
+    /// The spec's values for `name` on `dataset`, trained for `epochs` epochs: the common
+    /// ones, then the method's own ([`MethodEntry::defaults`]).
     pub fn defaults(name: &str, dataset: DatasetKind, epochs: usize) -> Self {
         let eps = dataset.default_eps();
-        MethodConfig {
+        let mut config = MethodConfig {
             name: name.to_string(),
             eps,
             attack_steps: 10,
             // 2/255 at ε = 8/255; ε/4 = 0.025 at Fashion-MNIST's ε = 0.1.
             attack_step_size: eps / 4.0,
-            attack_bn: if matches!(name, "ard" | "iad") {
-                AttackBn::Train
-            } else {
-                AttackBn::Eval
-            },
-            beta: if name == "iad" { 0.1 } else { 6.0 },
+            attack_bn: AttackBn::Eval,
+            beta: 6.0,
             alpha: 1.0,
-            temperature: if name == "ard" { 30.0 } else { 1.0 },
+            temperature: 1.0,
             kl_reduction: KlReduction::Official,
-            kl_scale: rslad_kl_scale(name, dataset, KlReduction::Official),
+            kl_scale: kl_scale(name, dataset, KlReduction::Official),
             bn_passes: BnPasses::Official,
             // 60 of IAD's 200 epochs; scaled for shorter runs.
             iad_begin: if epochs >= 200 {
@@ -164,15 +234,45 @@ impl MethodConfig {
             } else {
                 (epochs as f64 * 0.3).round() as usize
             },
+        };
+        if let Ok(entry) = lookup(name) {
+            (entry.defaults)(&mut config, dataset, epochs);
         }
+        config
+    }
+
+    /// The registry entry of this method.
+    pub fn entry(&self) -> Result<&'static MethodEntry, UnknownMethod> {
+        lookup(&self.name)
     }
 
     pub fn needs_teacher(&self) -> bool {
-        matches!(self.name.as_str(), "ard" | "iad" | "rslad")
+        self.entry().is_ok_and(|m| m.needs_teacher)
     }
 
     pub fn is_robust(&self) -> bool {
-        self.name != "natural"
+        self.entry().map_or(self.name != "natural", |m| m.robust)
+    }
+
+    /// Whether the method reads the setting `key` (see [`MethodEntry::reads`]).
+    pub fn reads(&self, key: &str) -> bool {
+        self.entry().is_ok_and(|m| m.reads(key))
+    }
+
+    /// This config with the settings that cannot change what the method trains set to fixed
+    /// values: the introspection start (derived from the epoch count) for a method that does
+    /// not read it, and the BatchNorm passes for one whose official code runs no extra pass
+    /// (runs recorded before the option read as `minimal`). Two runs of the same method are
+    /// the same run when these agree.
+    pub fn comparable(&self) -> Self {
+        let mut c = self.clone();
+        if !self.reads("iad_begin") {
+            c.iad_begin = 0;
+        }
+        if !self.reads("bn_passes") {
+            c.bn_passes = BnPasses::Official;
+        }
+        c
     }
 }
 

@@ -205,14 +205,7 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
             out: Default::default(),
             ..c.clone()
         };
-        if c.method.name != "iad" {
-            c.method.iad_begin = 0;
-        }
-        // Natural, SAT and RSLAD run the same passes either way (runs recorded before the
-        // option read as `minimal`).
-        if !matches!(c.method.name.as_str(), "trades" | "ard" | "iad") {
-            c.method.bn_passes = crate::methods::BnPasses::Official;
-        }
+        c.method = c.method.comparable();
         c
     };
     let (old, new) = (comparable(&old), comparable(cfg));
@@ -266,7 +259,8 @@ pub fn run(
     device: &Device,
     observer: &mut dyn Observer,
 ) -> Result<RunState, TrainError> {
-    cfg.validate().map_err(TrainError::Config)?;
+    cfg.validate()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
     let dir = RunDir::new(&cfg.out);
     std::fs::create_dir_all(&cfg.out).map_err(|e| checkpoint::CheckpointError::Io {
         path: cfg.out.clone(),

@@ -28,9 +28,18 @@ fn setting_arg(s: &'static Setting) -> Arg {
             .to_string()
             .into_boxed_str(),
     );
+    let help = match s.key {
+        // The registry, not the table, knows the methods.
+        "method" => format!(
+            "{} Known: {}.",
+            s.help.trim(),
+            rslad::methods::known_methods()
+        ),
+        _ => s.help.trim().to_string(),
+    };
     Arg::new(s.key)
         .long(long)
-        .help(s.help.trim())
+        .help(help)
         .value_parser(move |text: &str| {
             TrainOverrides::default()
                 .set_text(s.key, text)
@@ -169,4 +178,105 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     println!("{}", cfg.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rslad::experiment::ExperimentConfig;
+    use std::path::Path;
+
+    /// `rslad train ARGS` as the command line parses it.
+    fn parse(args: &[&str]) -> Result<TrainArgs, clap::Error> {
+        let cmd = TrainArgs::augment_args(clap::Command::new("train"));
+        let matches =
+            cmd.try_get_matches_from(std::iter::once("train").chain(args.iter().copied()))?;
+        TrainArgs::from_arg_matches(&matches)
+    }
+
+    /// A value each setting's type accepts, found by trying a few.
+    fn sample(key: &str) -> &'static str {
+        ["1", "true", "cnn-small", "train", "official", "1,2"]
+            .into_iter()
+            .find(|v| TrainOverrides::default().set_text(key, v).is_ok())
+            .unwrap_or_else(|| panic!("no sample value for {key}"))
+    }
+
+    /// Every setting has a flag and a TOML key, and both layers and their merge carry it.
+    #[test]
+    fn every_setting_has_a_flag_and_a_toml_key() {
+        let mut flags = Vec::new();
+        let mut all = TrainOverrides::default();
+        for s in SETTINGS {
+            flags.push(s.flag());
+            flags.push(sample(s.key).to_string());
+            all.set_text(s.key, sample(s.key)).unwrap();
+        }
+        let keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        assert_eq!(all.given(), keys, "every field is a setting of the table");
+        let args = parse(&flags.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!(args.settings, all, "each flag sets its setting");
+        let text = toml::to_string(&all).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        for key in &keys {
+            assert!(table.contains_key(*key), "{key} has no TOML key in\n{text}");
+        }
+        assert_eq!(TrainOverrides::from_toml_str(&text).unwrap(), all);
+        assert_eq!(TrainOverrides::default().merged(all.clone()), all);
+        assert_eq!(all.clone().merged(TrainOverrides::default()), all);
+        assert!(parse(&["--attack-bn", "sideways"])
+            .unwrap_err()
+            .to_string()
+            .contains("not train or eval"));
+    }
+
+    /// Every registered method is reachable from the command line, a TOML config and an
+    /// experiment file; a distillation method gets the experiment's teacher.
+    #[test]
+    fn every_method_is_reachable_from_flags_file_and_experiment() {
+        let names: Vec<&str> = rslad::methods::METHODS.iter().map(|m| m.name).collect();
+        let students = names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let experiment: ExperimentConfig = toml::from_str(&format!(
+            "dataset = 'fashion-mnist'\n[teacher]\nmodel = 'cnn-small'\n\
+             [[student]]\nmodel = 'cnn-small'\nmethods = [{students}]\n"
+        ))
+        .unwrap();
+        let cells = experiment.cells(Path::new("/tmp/unused")).unwrap();
+        for entry in rslad::methods::METHODS {
+            let name = entry.name;
+            let mut flags = vec![
+                "--method",
+                name,
+                "--dataset",
+                "fashion-mnist",
+                "--out",
+                "/tmp/unused",
+            ];
+            if entry.needs_teacher {
+                flags.extend(["--teacher", "t.safetensors"]);
+            }
+            let from_flags = resolve(&parse(&flags).unwrap()).unwrap();
+            assert_eq!(from_flags.method.name, name);
+            let file = format!(
+                "method = '{name}'\ndataset = 'fashion-mnist'\nout = '/tmp/unused'\nteacher = 't'\n"
+            );
+            let from_file = TrainOverrides::from_toml_str(&file)
+                .unwrap()
+                .resolve()
+                .unwrap();
+            assert_eq!(from_file.method.name, name);
+            let cell = cells
+                .iter()
+                .find(|c| c.method == name)
+                .unwrap_or_else(|| panic!("no cell for {name}"));
+            assert_eq!(cell.train.teacher.is_some(), entry.needs_teacher, "{name}");
+            let resolved = cell.train.clone().resolve().unwrap();
+            assert_eq!(resolved.method.name, name);
+            assert_eq!(resolved.method, from_flags.method, "{name}: same defaults");
+        }
+    }
 }

@@ -518,3 +518,47 @@ pub fn is_finished(out: &Path, cell: &Cell) -> bool {
         .and_then(|t| serde_json::from_str::<CellRecord>(&t).ok())
         .is_some_and(|r| r.finished)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "dataset = 'fashion-mnist'\nepochs = 6\n[teacher]\nmodel = 'cnn-small'\n\
+                        [[student]]\nmodel = 'cnn-small'\nmethods = ['trades', 'rslad']\n";
+
+    fn cells(extra: &str) -> Result<Vec<Cell>, ExperimentError> {
+        let cfg: ExperimentConfig = toml::from_str(&format!("{BASE}{extra}")).unwrap();
+        cfg.cells(Path::new("/tmp/unused"))
+    }
+
+    /// `[methods.NAME]` is a layer of the settings: any per-method setting is merged over the
+    /// experiment's values for that method's cells only.
+    #[test]
+    fn method_tables_are_a_settings_layer() {
+        let cells = cells("[methods.trades]\nmomentum = 0.8\nbeta = 3.0\n").unwrap();
+        let trades = cells.iter().find(|c| c.method == "trades").unwrap();
+        let rslad = cells.iter().find(|c| c.method == "rslad").unwrap();
+        assert_eq!(
+            (trades.train.momentum, trades.train.beta),
+            (Some(0.8), Some(3.0))
+        );
+        assert_eq!((rslad.train.momentum, rslad.train.beta), (None, None));
+        assert_eq!(trades.train.epochs, Some(6));
+        let t = trades.train.clone().resolve().unwrap();
+        assert_eq!((t.momentum, t.method.beta), (0.8, 3.0));
+    }
+
+    /// A typo in a method table's name, or a setting that is one value per cell, is refused
+    /// instead of silently ignored.
+    #[test]
+    fn method_tables_name_known_methods_and_per_method_settings() {
+        let e = cells("[methods.trade]\nbeta = 3.0\n").unwrap_err();
+        assert!(matches!(e, ExperimentError::MethodTable { .. }), "{e}");
+        assert!(e.to_string().contains("unknown method 'trade'"), "{e}");
+        let e = cells("[methods.trades]\nseed = 3\n").unwrap_err();
+        assert!(
+            matches!(e, ExperimentError::NotPerMethod { key: "seed", .. }),
+            "{e}"
+        );
+    }
+}

@@ -31,6 +31,7 @@ pub const METHODS: &[&MethodEntry] = &[
 
 /// What the trainer, the command line, the TOML config and experiments know of a method;
 /// each method file exports its own as `ENTRY`.
+#[derive(Debug)]
 pub struct MethodEntry {
     pub name: &'static str,
     /// Trains against an inner attack (every method but natural training).
@@ -402,4 +403,63 @@ pub fn ce_inner<'a>(input: &'a StepInput, clip_start: bool) -> Inner<'a> {
 /// Cross-entropy, batch mean, on the autodiff device.
 pub fn ce_mean(z: Tensor<2>, y: &Tensor<1, Int>) -> Tensor<1> {
     crate::attacks::losses::cross_entropy(z, y.clone().autodiff()).mean()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::SETTINGS;
+
+    /// Names are unique, every key a method reads is a setting, and a method that reads the
+    /// KL reduction or the BatchNorm passes really has the choice (its defaults say so).
+    #[test]
+    fn registry_entries_are_consistent() {
+        for (i, m) in METHODS.iter().enumerate() {
+            assert!(
+                METHODS[..i].iter().all(|o| o.name != m.name),
+                "{} twice",
+                m.name
+            );
+            assert_eq!(lookup(m.name).unwrap().name, m.name);
+            for key in m.reads {
+                assert!(
+                    SETTINGS.iter().any(|s| s.key == *key),
+                    "{}: {key} is not a setting",
+                    m.name
+                );
+            }
+            let c = MethodConfig::defaults(m.name, DatasetKind::FashionMnist, 10);
+            assert_eq!(build(&c).unwrap().config().name, m.name);
+        }
+        let e = lookup("magic").unwrap_err().to_string();
+        assert!(e.contains("magic") && e.contains("rslad"), "{e}");
+        assert!(build(&MethodConfig::defaults("magic", DatasetKind::Cifar10, 1)).is_err());
+    }
+
+    /// The defaults each entry sets are the spec's (spec/methods.md).
+    #[test]
+    fn entries_keep_the_spec_defaults() {
+        let d = |name| MethodConfig::defaults(name, DatasetKind::Cifar100, 200);
+        assert_eq!(d("ard").attack_bn, AttackBn::Train);
+        assert_eq!(d("ard").temperature, 30.0);
+        assert_eq!((d("iad").beta, d("iad").attack_bn), (0.1, AttackBn::Train));
+        assert_eq!(d("iad").iad_begin, 60);
+        assert_eq!(
+            (d("trades").beta, d("trades").attack_bn),
+            (6.0, AttackBn::Eval)
+        );
+        assert_eq!(d("rslad").kl_scale, 10.0);
+        assert_eq!(
+            kl_scale("rslad", DatasetKind::Cifar100, KlReduction::Batchmean),
+            1.0
+        );
+        assert_eq!(d("ard").kl_scale, 1.0);
+        let needs: Vec<&str> = METHODS
+            .iter()
+            .filter(|m| m.needs_teacher)
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(needs, ["ard", "iad", "rslad"]);
+        assert!(!d("natural").is_robust() && d("sat").is_robust());
+    }
 }

@@ -235,7 +235,7 @@ macro_rules! settings {
 }
 
 settings! {
-    /// natural, sat, trades, ard, iad or rslad (default natural).
+    /// Training method (default natural).
     method: String, Cell;
     /// fashion-mnist, cifar10 or cifar100.
     dataset: String, Cell;
@@ -598,6 +598,41 @@ mod tests {
         assert_eq!(c.lr_at(214), 0.1);
         assert!((c.lr_at(215) - 0.01).abs() < 1e-12);
         assert!((c.lr_at(299) - 1e-4).abs() < 1e-12);
+    }
+
+    /// Every setting reaches the resolved configuration: a value other than the default
+    /// changes it (a setting the table defines but `resolve` forgets would be ignored).
+    #[test]
+    fn every_setting_takes_effect() {
+        let resolved = |o: TrainOverrides| {
+            let mut c = o.resolve().ok()?;
+            c.backend.clear();
+            Some(c)
+        };
+        let plain = resolved(base()).unwrap();
+        let candidates = [
+            "2",
+            "0.5",
+            "0.05",
+            "true",
+            "false",
+            "cnn-large",
+            "train",
+            "minimal",
+            "batchmean",
+            "1,2",
+            "sat",
+            "cifar10",
+            "/tmp/other",
+        ];
+        for s in SETTINGS {
+            let changes = candidates.iter().any(|v| {
+                let mut o = TrainOverrides::default();
+                o.set_text(s.key, v).is_ok()
+                    && resolved(base().merged(o)).is_some_and(|c| c != plain)
+            });
+            assert!(changes, "{} never changes the resolved config", s.key);
+        }
     }
 
     #[test]

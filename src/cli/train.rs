@@ -3,6 +3,7 @@
 use super::progress::TrainProgress;
 use anyhow::{bail, Context};
 use clap::{Arg, ArgMatches, Args, FromArgMatches};
+use rslad::methods::Param;
 use rslad::train::config::{ConfigError, Setting, SETTINGS};
 use rslad::train::{self, TrainConfig, TrainOverrides};
 use std::path::PathBuf;
@@ -11,7 +12,9 @@ use std::path::PathBuf;
 /// missing), plus `--config` and `--resume`.
 #[derive(Debug, Default)]
 pub struct TrainArgs {
-    settings: TrainOverrides,
+    /// The flags' settings, as text: parsed by [`TrainArgs::settings`], so a value a setting
+    /// refuses is an input error naming its flag (a number's syntax is clap's to check).
+    given: Vec<(&'static str, String)>,
     /// TOML file with any of these settings (flags override it).
     config: Option<PathBuf>,
     /// Continue the run in this directory where it stopped.
@@ -37,19 +40,50 @@ fn setting_arg(s: &'static Setting) -> Arg {
         ),
         _ => s.help.trim().to_string(),
     };
-    Arg::new(s.key)
+    let arg = Arg::new(s.key).long(long).help(help);
+    if !s.syntax {
+        // A name from a closed set is checked with the configuration: a refused value, not
+        // a usage error.
+        return arg;
+    }
+    arg.value_parser(move |text: &str| {
+        TrainOverrides::default()
+            .set_text(s.key, text)
+            .map(|()| text.to_string())
+    })
+}
+
+/// A method's own hyperparameter's flag (see [`rslad::methods::Param`]).
+fn param_arg(p: &'static Param) -> Arg {
+    let long: &'static str = Box::leak(p.key.replace('_', "-").into_boxed_str());
+    let help = format!(
+        "{} Method {} only (default {}).",
+        p.help.trim(),
+        rslad::methods::methods_with_param(p.key).join(", "),
+        p.default
+    );
+    Arg::new(p.key)
         .long(long)
         .help(help)
         .value_parser(move |text: &str| {
             TrainOverrides::default()
-                .set_text(s.key, text)
+                .set_text(p.key, text)
                 .map(|()| text.to_string())
         })
+}
+
+/// Every flag's id: the settings' keys, then the methods' own hyperparameters'.
+fn setting_ids() -> impl Iterator<Item = &'static str> {
+    SETTINGS
+        .iter()
+        .map(|s| s.key)
+        .chain(rslad::methods::params().into_iter().map(|p| p.key))
 }
 
 impl Args for TrainArgs {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         cmd.args(SETTINGS.iter().map(setting_arg))
+            .args(rslad::methods::params().into_iter().map(param_arg))
             .arg(
                 Arg::new("config")
                     .long("config")
@@ -79,11 +113,9 @@ impl FromArgMatches for TrainArgs {
     }
 
     fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
-        for s in SETTINGS {
-            if let Some(text) = matches.get_one::<String>(s.key) {
-                self.settings
-                    .set_text(s.key, text)
-                    .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, e))?;
+        for key in setting_ids() {
+            if let Some(text) = matches.get_one::<String>(key) {
+                self.given.push((key, text.clone()));
             }
         }
         if let Some(p) = matches.get_one::<PathBuf>("config") {
@@ -96,10 +128,23 @@ impl FromArgMatches for TrainArgs {
     }
 }
 
+impl TrainArgs {
+    /// The settings the flags give.
+    fn settings(&self) -> anyhow::Result<TrainOverrides> {
+        let mut settings = TrainOverrides::default();
+        for (key, text) in &self.given {
+            settings
+                .set_text(key, text)
+                .map_err(|e| anyhow::anyhow!("--{}: {e}", key.replace('_', "-")))?;
+        }
+        Ok(settings)
+    }
+}
+
 /// A library error with the flag of the setting it names: `--epochs (epochs): epochs is 0…`.
 fn with_flag(e: ConfigError) -> anyhow::Error {
-    match e.key().and_then(|k| SETTINGS.iter().find(|s| s.key == k)) {
-        Some(s) => anyhow::anyhow!("{} ({}): {e}", s.flag(), s.key),
+    match e.key().and_then(|k| setting_ids().find(|id| *id == k)) {
+        Some(key) => anyhow::anyhow!("--{} ({key}): {e}", key.replace('_', "-")),
         None => anyhow::Error::new(e),
     }
 }
@@ -115,7 +160,7 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         })?;
         let mut cfg = TrainConfig::from_toml(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let mut extra = args.settings.clone();
+        let mut extra = args.settings()?;
         let epochs = extra.epochs.take();
         if !extra.given().is_empty() || args.config.is_some() {
             bail!("--resume continues a run with its recorded config.toml; only --epochs may be given with it");
@@ -143,9 +188,7 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         Some(p) => TrainOverrides::from_toml_file(p)?,
         None => TrainOverrides::default(),
     };
-    base.merged(args.settings.clone())
-        .resolve()
-        .map_err(with_flag)
+    base.merged(args.settings()?).resolve().map_err(with_flag)
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -215,7 +258,7 @@ mod tests {
         let keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
         assert_eq!(all.given(), keys, "every field is a setting of the table");
         let args = parse(&flags.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-        assert_eq!(args.settings, all, "each flag sets its setting");
+        assert_eq!(args.settings().unwrap(), all, "each flag sets its setting");
         let text = toml::to_string(&all).unwrap();
         let table: toml::Table = toml::from_str(&text).unwrap();
         for key in &keys {
@@ -224,10 +267,16 @@ mod tests {
         assert_eq!(TrainOverrides::from_toml_str(&text).unwrap(), all);
         assert_eq!(TrainOverrides::default().merged(all.clone()), all);
         assert_eq!(all.clone().merged(TrainOverrides::default()), all);
-        assert!(parse(&["--attack-bn", "sideways"])
-            .unwrap_err()
-            .to_string()
-            .contains("not train or eval"));
+        let bad = parse(&["--attack-bn", "sideways"]).unwrap().settings();
+        let e = bad.unwrap_err().to_string();
+        assert!(
+            e.contains("--attack-bn") && e.contains("not train or eval"),
+            "{e}"
+        );
+        assert!(
+            parse(&["--epochs", "x"]).is_err(),
+            "a number's syntax is clap's"
+        );
     }
 
     /// Every registered method is reachable from the command line, a TOML config and an

@@ -451,7 +451,14 @@ impl ExperimentConfig {
                 source,
             })?;
             for key in settings.given() {
-                let scope = SETTINGS.iter().find(|s| s.key == key).map(|s| s.scope);
+                // A method's own hyperparameters are per-method settings.
+                let scope = match SETTINGS.iter().find(|s| s.key == key) {
+                    Some(s) => Some(s.scope),
+                    None => crate::methods::params()
+                        .iter()
+                        .any(|p| p.key == key)
+                        .then_some(Scope::Method),
+                };
                 if scope != Some(Scope::Method) {
                     return Err(ExperimentError::NotPerMethod {
                         method: method.clone(),
@@ -560,5 +567,28 @@ mod tests {
             matches!(e, ExperimentError::NotPerMethod { key: "seed", .. }),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod method_params {
+    use super::*;
+
+    /// `[methods.probe] probe_scale = 3.0` reaches the probe's cells only.
+    #[test]
+    fn a_method_hyperparameter_is_set_per_method() {
+        let cfg: ExperimentConfig = toml::from_str(
+            "dataset = 'fashion-mnist'\n[teacher]\nmodel = 'cnn-small'\n\
+             [[student]]\nmodel = 'cnn-small'\nmethods = ['probe', 'sat']\n\
+             [methods.probe]\nprobe_scale = 3.0\n",
+        )
+        .unwrap();
+        let cells = cfg.cells(Path::new("/tmp/unused")).unwrap();
+        let resolved = |m: &str| {
+            let c = cells.iter().find(|c| c.method == m).unwrap();
+            c.train.clone().resolve().unwrap().method
+        };
+        assert_eq!(resolved("probe").param("probe_scale"), 3.0);
+        assert!(resolved("sat").params.is_empty());
     }
 }

@@ -20,6 +20,7 @@ pub const ENTRY: MethodEntry = MethodEntry {
     robust: true,
     needs_teacher: true,
     reads: &["alpha", "temperature", "kl_reduction", "bn_passes"],
+    params: &[],
     defaults: defaults,
     kl_scale: super::unscaled,
     build: |config| Box::new(Ard(config)),

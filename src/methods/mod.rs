@@ -6,6 +6,8 @@ pub mod ard;
 pub mod iad;
 pub mod kl;
 pub mod natural;
+#[cfg(test)]
+pub mod probe;
 pub mod rslad;
 pub mod sat;
 pub mod trades;
@@ -27,6 +29,9 @@ pub const METHODS: &[&MethodEntry] = &[
     &ard::ENTRY,
     &iad::ENTRY,
     &rslad::ENTRY,
+    // A method that exists for the registry's own tests: one file, one hyperparameter.
+    #[cfg(test)]
+    &probe::ENTRY,
 ];
 
 /// What the trainer, the command line, the TOML config and experiments know of a method;
@@ -44,6 +49,9 @@ pub struct MethodEntry {
     /// `bn_passes` says the official code runs extra student passes; `iad_begin` that the
     /// introspection start epoch must come before the last epoch.
     pub reads: &'static [&'static str],
+    /// Hyperparameters of its own: each is a setting (flag, TOML key, experiment
+    /// `[methods.NAME]` key) and is recorded in `config.toml` under `[method.params]`.
+    pub params: &'static [Param],
     /// Its spec defaults where they differ from the common ones of
     /// [`MethodConfig::defaults`] (spec/methods.md).
     pub defaults: fn(&mut MethodConfig, DatasetKind, usize),
@@ -53,10 +61,47 @@ pub struct MethodEntry {
 }
 
 impl MethodEntry {
-    /// Whether the method reads the setting `key`.
+    /// Whether the method reads the setting `key` (one of its own hyperparameters included).
     pub fn reads(&self, key: &str) -> bool {
-        self.reads.contains(&key)
+        self.reads.contains(&key) || self.param(key).is_some()
     }
+
+    pub fn param(&self, key: &str) -> Option<&'static Param> {
+        self.params.iter().find(|p| p.key == key)
+    }
+}
+
+/// A method's own hyperparameter (a number). Adding one to a method is a line in its
+/// [`MethodEntry::params`]; the method reads it with [`MethodConfig::param`].
+#[derive(Debug)]
+pub struct Param {
+    /// Its key in files and settings; the flag is the key with `-` for `_`.
+    pub key: &'static str,
+    pub help: &'static str,
+    pub default: f64,
+    /// Whether a value is allowed, and the message's "must be ..." when it is not.
+    pub valid: fn(f64) -> bool,
+    pub want: &'static str,
+}
+
+/// Every method's own hyperparameter, each key once (methods may share a key).
+pub fn params() -> Vec<&'static Param> {
+    let mut all: Vec<&'static Param> = Vec::new();
+    for p in METHODS.iter().flat_map(|m| m.params) {
+        if all.iter().all(|q| q.key != p.key) {
+            all.push(p);
+        }
+    }
+    all
+}
+
+/// The methods that have the hyperparameter `key`, for help lines.
+pub fn methods_with_param(key: &str) -> Vec<&'static str> {
+    METHODS
+        .iter()
+        .filter(|m| m.param(key).is_some())
+        .map(|m| m.name)
+        .collect()
 }
 
 /// A method name not in [`METHODS`].
@@ -209,6 +254,10 @@ pub struct MethodConfig {
     pub bn_passes: BnPasses,
     /// IAD: first epoch (from 0) with the introspection term.
     pub iad_begin: usize,
+    /// The method's own hyperparameters ([`MethodEntry::params`]); absent, not empty, for the
+    /// methods that have none, so their recorded configs read as before.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, f64>,
 }
 
 impl MethodConfig {
@@ -235,8 +284,12 @@ impl MethodConfig {
             } else {
                 (epochs as f64 * 0.3).round() as usize
             },
+            params: Default::default(),
         };
         if let Ok(entry) = lookup(name) {
+            for p in entry.params {
+                config.params.insert(p.key.to_string(), p.default);
+            }
             (entry.defaults)(&mut config, dataset, epochs);
         }
         config
@@ -253,6 +306,15 @@ impl MethodConfig {
 
     pub fn is_robust(&self) -> bool {
         self.entry().map_or(self.name != "natural", |m| m.robust)
+    }
+
+    /// The value of the method's own hyperparameter `key` (resolved configs hold every one
+    /// of the method's [`MethodEntry::params`]).
+    pub fn param(&self, key: &str) -> f64 {
+        *self
+            .params
+            .get(key)
+            .unwrap_or_else(|| panic!("method {} has no hyperparameter {key}", self.name))
     }
 
     /// Whether the method reads the setting `key` (see [`MethodEntry::reads`]).

@@ -12,6 +12,7 @@ pub const ENTRY: MethodEntry = MethodEntry {
     robust: false,
     needs_teacher: false,
     reads: &[],
+    params: &[],
     defaults: super::no_defaults,
     kl_scale: super::unscaled,
     build: |config| Box::new(Natural(config)),

@@ -22,6 +22,7 @@ pub const ENTRY: MethodEntry = MethodEntry {
     robust: true,
     needs_teacher: true,
     reads: &["kl_reduction"],
+    params: &[],
     defaults: super::no_defaults,
     kl_scale: kl_scale,
     build: |config| Box::new(Rslad(config)),

@@ -13,6 +13,7 @@ pub const ENTRY: MethodEntry = MethodEntry {
     robust: true,
     needs_teacher: false,
     reads: &[],
+    params: &[],
     defaults: super::no_defaults,
     kl_scale: super::unscaled,
     build: |config| Box::new(Sat(config)),

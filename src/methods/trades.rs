@@ -24,6 +24,7 @@ pub const ENTRY: MethodEntry = MethodEntry {
     robust: true,
     needs_teacher: false,
     reads: &["beta", "bn_passes"],
+    params: &[],
     defaults: super::no_defaults,
     kl_scale: super::unscaled,
     build: |config| Box::new(Trades(config)),

@@ -5,6 +5,7 @@ use crate::data::DatasetKind;
 use crate::methods::{AttackBn, BnPasses, KlReduction, MethodConfig};
 use crate::models::Arch;
 use crate::units::Fraction;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Everything needed to repeat a run.
@@ -62,6 +63,8 @@ pub enum ConfigError {
     Zero { key: &'static str, why: String },
     #[error("{key} is 0: no images would be used; leave it out to use all of them")]
     NoImages { key: &'static str },
+    #[error("{key} is not a hyperparameter of method {method}")]
+    NotAParam { key: String, method: String },
     #[error(transparent)]
     UnknownMethod(#[from] crate::methods::UnknownMethod),
     #[error(transparent)]
@@ -100,7 +103,9 @@ impl ConfigError {
             ConfigError::Dataset(_) => Some("dataset"),
             ConfigError::UnknownModel(_) | ConfigError::ModelSize(_) => Some("model"),
             ConfigError::NoTeacher { .. } => Some("teacher"),
-            ConfigError::Read { .. } | ConfigError::Toml { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Toml { .. } | ConfigError::NotAParam { .. } => {
+                None
+            }
         }
     }
 }
@@ -129,6 +134,8 @@ pub struct Setting {
     pub key: &'static str,
     pub help: &'static str,
     pub scope: Scope,
+    /// See [`SettingValue::SYNTAX`].
+    pub syntax: bool,
 }
 
 impl Setting {
@@ -140,21 +147,27 @@ impl Setting {
 
 /// A setting's value as a flag spells it (a TOML file spells it the same through serde).
 pub trait SettingValue: Sized + Clone + Send + Sync + 'static {
+    /// Whether a bad spelling is a usage error of the command line (a number, a flag's
+    /// syntax) rather than a value the configuration refuses (a name from a closed set).
+    const SYNTAX: bool = true;
     fn from_text(text: &str) -> Result<Self, String>;
 }
 
 macro_rules! setting_value_from_str {
-    ($($t:ty),*) => {$(
+    ($syntax:literal: $($t:ty),*) => {$(
         impl SettingValue for $t {
+            const SYNTAX: bool = $syntax;
             fn from_text(text: &str) -> Result<Self, String> {
                 text.trim().parse::<$t>().map_err(|e| e.to_string())
             }
         }
     )*};
 }
-setting_value_from_str!(usize, u64, f64, bool, Arch, AttackBn, KlReduction, BnPasses);
+setting_value_from_str!(true: usize, u64, f64, bool);
+setting_value_from_str!(false: Arch, AttackBn, KlReduction, BnPasses);
 
 impl SettingValue for String {
+    const SYNTAX: bool = false;
     fn from_text(text: &str) -> Result<Self, String> {
         Ok(text.to_string())
     }
@@ -167,6 +180,7 @@ impl SettingValue for PathBuf {
 }
 
 impl SettingValue for Fraction {
+    const SYNTAX: bool = false;
     /// Kept as given; parsed (and checked) when the configuration is resolved.
     fn from_text(text: &str) -> Result<Self, String> {
         Ok(Fraction::from(text))
@@ -196,22 +210,33 @@ macro_rules! settings {
     ($( $(#[doc = $doc:literal])+ $key:ident: $ty:ty, $scope:ident; )+) => {
         /// Settings given by flags, a TOML file or an experiment; anything left out takes its
         /// default. Each source is a layer of this one struct, combined by
-        /// [`TrainOverrides::merged`]; the table in src/train/config.rs defines every field.
-        #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-        #[serde(default, deny_unknown_fields)]
+        /// [`TrainOverrides::merged`]; the table in src/train/config.rs defines every field,
+        /// and the methods' own hyperparameters ([`crate::methods::Param`]) are `params`.
+        #[derive(Debug, Clone, Default, PartialEq)]
         pub struct TrainOverrides {
             $( $(#[doc = $doc])+ pub $key: Option<$ty>, )+
+            /// The methods' own hyperparameters, by key (each a registered
+            /// [`crate::methods::Param`]); a file spells them as top-level keys.
+            pub params: BTreeMap<String, f64>,
         }
 
         /// Every setting, in the order of [`TrainOverrides`]' fields.
         pub const SETTINGS: &[Setting] = &[
-            $( Setting { key: stringify!($key), help: concat!($($doc),+), scope: Scope::$scope }, )+
+            $( Setting {
+                key: stringify!($key),
+                help: concat!($($doc),+),
+                scope: Scope::$scope,
+                syntax: <$ty as SettingValue>::SYNTAX,
+            }, )+
         ];
+
+        const KEYS: &[&str] = &[$( stringify!($key) ),+];
 
         impl TrainOverrides {
             /// `self` with every setting that `newer` gives replaced.
             pub fn merged(mut self, newer: TrainOverrides) -> Self {
                 $( if newer.$key.is_some() { self.$key = newer.$key; } )+
+                self.params.extend(newer.params);
                 self
             }
 
@@ -219,6 +244,7 @@ macro_rules! settings {
             pub fn given(&self) -> Vec<&'static str> {
                 let mut keys = Vec::new();
                 $( if self.$key.is_some() { keys.push(stringify!($key)); } )+
+                keys.extend(param_keys(&self.params));
                 keys
             }
 
@@ -226,12 +252,98 @@ macro_rules! settings {
             pub fn set_text(&mut self, key: &str, text: &str) -> Result<(), String> {
                 match key {
                     $( stringify!($key) => self.$key = Some(<$ty as SettingValue>::from_text(text)?), )+
-                    _ => return Err(format!("unknown setting '{key}'")),
+                    _ => match crate::methods::params().into_iter().find(|p| p.key == key) {
+                        Some(p) => {
+                            self.params.insert(p.key.to_string(), f64::from_text(text)?);
+                        }
+                        None => return Err(format!("unknown setting '{key}'")),
+                    },
                 }
                 Ok(())
             }
         }
+
+        /// Written as the derived form would be (`null` in JSON for a setting not given,
+        /// nothing in TOML), each method hyperparameter as a key of its own.
+        impl serde::Serialize for TrainOverrides {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeStruct;
+                let params = param_keys(&self.params);
+                let mut st = s.serialize_struct("TrainOverrides", KEYS.len() + params.len())?;
+                $( st.serialize_field(stringify!($key), &self.$key)?; )+
+                for key in params {
+                    st.serialize_field(key, &self.params[key])?;
+                }
+                st.end()
+            }
+        }
+
+        /// Reads every setting of the table and every registered method hyperparameter; any
+        /// other key is an error that names it.
+        impl<'de> serde::Deserialize<'de> for TrainOverrides {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl<'de> serde::de::Visitor<'de> for Visitor {
+                    type Value = TrainOverrides;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a table of training settings")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<TrainOverrides, A::Error> {
+                        let mut o = TrainOverrides::default();
+                        while let Some(SettingKey(key)) = map.next_key::<SettingKey>()? {
+                            match key.as_str() {
+                                $( stringify!($key) => o.$key = map.next_value()?, )+
+                                _ => {
+                                    let v: f64 = map.next_value()?;
+                                    o.params.insert(key, v);
+                                }
+                            }
+                        }
+                        Ok(o)
+                    }
+                }
+                d.deserialize_map(Visitor)
+            }
+        }
     };
+}
+
+/// A settings key, read as an identifier so that an unknown one is refused where it stands
+/// (a TOML error then points at the key).
+struct SettingKey(String);
+
+impl<'de> serde::Deserialize<'de> for SettingKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SettingKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a setting's key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<SettingKey, E> {
+                let known =
+                    KEYS.contains(&key) || crate::methods::params().iter().any(|p| p.key == key);
+                if known {
+                    Ok(SettingKey(key.to_string()))
+                } else {
+                    Err(E::unknown_field(key, KEYS))
+                }
+            }
+        }
+        d.deserialize_identifier(Visitor)
+    }
+}
+
+/// The registered method hyperparameters among `params`, as their `'static` keys.
+fn param_keys(params: &BTreeMap<String, f64>) -> Vec<&'static str> {
+    crate::methods::params()
+        .into_iter()
+        .map(|p| p.key)
+        .filter(|k| params.contains_key(*k))
+        .collect()
 }
 
 settings! {
@@ -380,6 +492,13 @@ impl TrainOverrides {
         }
         if let Some(v) = self.iad_begin {
             m.iad_begin = v;
+        }
+        // The method's own hyperparameters; those of other methods are not its settings
+        // (an experiment's values reach every cell).
+        for (key, value) in m.params.iter_mut() {
+            if let Some(v) = self.params.get(key) {
+                *value = *v;
+            }
         }
         if self.teacher.is_none() && m.needs_teacher() {
             return Err(ConfigError::NoTeacher { method });
@@ -548,6 +667,19 @@ impl TrainConfig {
             m.temperature > 0.0,
             "positive",
         )?;
+        for p in entry.params {
+            let v = *m.params.get(p.key).ok_or(ConfigError::Missing {
+                key: p.key,
+                hint: "a hyperparameter of the method",
+            })?;
+            finite(p.key, v, (p.valid)(v), p.want)?;
+        }
+        if let Some(key) = m.params.keys().find(|k| entry.param(k).is_none()) {
+            return Err(ConfigError::NotAParam {
+                key: key.clone(),
+                method: m.name.clone(),
+            });
+        }
         if entry.reads("iad_begin") && m.iad_begin >= self.epochs {
             return Err(ConfigError::Invalid {
                 key: "iad_begin",
@@ -666,5 +798,102 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown model"));
+    }
+}
+
+/// A method's own hyperparameter, end to end, with the test-only `probe` method (one file
+/// and one registry line, src/methods/probe.rs).
+#[cfg(test)]
+mod method_params {
+    use super::*;
+
+    fn probe(extra: &str) -> Result<TrainConfig, ConfigError> {
+        TrainOverrides::from_toml_str(&format!(
+            "method = 'probe'\ndataset = 'fashion-mnist'\nout = '/tmp/unused'\n{extra}"
+        ))?
+        .resolve()
+    }
+
+    #[test]
+    fn a_method_hyperparameter_is_a_setting_with_a_default_and_a_check() {
+        assert_eq!(probe("").unwrap().method.param("probe_scale"), 0.5);
+        assert_eq!(
+            probe("probe_scale = 2.0")
+                .unwrap()
+                .method
+                .param("probe_scale"),
+            2.0
+        );
+        let e = probe("probe_scale = -1.0").unwrap_err();
+        assert_eq!(e.key(), Some("probe_scale"), "{e}");
+        assert!(e.to_string().contains("must be positive"), "{e}");
+        let e = probe("probe_scal = 1.0").unwrap_err().to_string();
+        assert!(e.contains("probe_scal"), "{e}");
+        // The flag's path: text parsed as the setting's type.
+        let mut o = TrainOverrides::default();
+        o.set_text("probe_scale", "3").unwrap();
+        assert_eq!(o.params.get("probe_scale"), Some(&3.0));
+        assert_eq!(o.given(), ["probe_scale"]);
+        assert!(o.set_text("probe_scale", "x").is_err());
+        // Another method ignores it, as natural training ignores beta.
+        let mut natural = TrainOverrides::from_toml_str(
+            "dataset = 'fashion-mnist'\nout = '/tmp/unused'\nprobe_scale = 2.0",
+        )
+        .unwrap();
+        assert!(natural.clone().resolve().unwrap().method.params.is_empty());
+        natural.params.clear();
+        assert_eq!(natural.given(), ["dataset", "out"]);
+    }
+
+    /// Recorded as `[method.params]`; a config of a method without hyperparameters of its
+    /// own is written as before, and a recorded one missing a value is refused.
+    #[test]
+    fn method_hyperparameters_are_recorded_and_read_back() {
+        let c = probe("probe_scale = 2.0").unwrap();
+        let text = c.to_toml();
+        assert!(
+            text.contains("[method.params]\nprobe_scale = 2.0"),
+            "{text}"
+        );
+        assert_eq!(TrainConfig::from_toml(&text).unwrap(), c);
+        let bare = text.replace("[method.params]\nprobe_scale = 2.0", "");
+        let e = TrainConfig::from_toml(&bare)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key(), Some("probe_scale"), "{e}");
+        let sat = TrainOverrides::from_toml_str(
+            "method = 'sat'\ndataset = 'fashion-mnist'\nout = '/tmp/unused'",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert!(!sat.to_toml().contains("params"));
+        let mut wrong = sat.clone();
+        wrong.method.params.insert("probe_scale".into(), 1.0);
+        assert!(matches!(
+            wrong.validate(),
+            Err(ConfigError::NotAParam { .. })
+        ));
+    }
+
+    /// A cell's settings (cell.json) read as written, `null`s of settings not given included.
+    #[test]
+    fn settings_round_trip_through_json_and_read_old_records() {
+        let mut o = TrainOverrides::from_toml_str(
+            "method = 'probe'\nmodel = 'resnet-18'\neps = '8/255'\nattack_bn = 'train'",
+        )
+        .unwrap();
+        o.params.insert("probe_scale".into(), 1.5);
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(json.contains(r#""model":"resnet18""#), "{json}");
+        assert!(json.contains(r#""data_dir":null"#), "{json}");
+        assert_eq!(serde_json::from_str::<TrainOverrides>(&json).unwrap(), o);
+        let old = r#"{"method":"rslad","dataset":"cifar10","data_dir":null,"model":"resnet18",
+            "eps":"8/255","attack_bn":null,"kl_reduction":"batchmean","milestones":[1,2]}"#;
+        let o: TrainOverrides = serde_json::from_str(old).unwrap();
+        assert_eq!(o.kl_reduction, Some(KlReduction::Batchmean));
+        assert_eq!(o.eps, Some("8/255".into()));
+        assert_eq!(o.milestones, Some(vec![1, 2]));
     }
 }

@@ -8,37 +8,19 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A number or a fraction such as "8/255".
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Quantity {
-    Number(f64),
-    Text(String),
-}
-
-impl Quantity {
-    pub fn as_string(&self) -> String {
-        match self {
-            Quantity::Number(v) => v.to_string(),
-            Quantity::Text(s) => s.clone(),
-        }
-    }
-}
-
 /// A model to train (or a checkpoint to use) for the teacher or the surrogate.
+/// Unknown keys are an error that names them (the settings layer refuses them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelRun {
     pub model: String,
     #[serde(default = "default_teacher_method")]
     pub method: String,
     /// Use this rslad checkpoint instead of training.
     pub checkpoint: Option<PathBuf>,
-    pub epochs: Option<usize>,
-    pub train_limit: Option<usize>,
-    /// Its own schedule (a teacher trained longer than the students needs its own milestones).
-    pub lr: Option<f64>,
-    pub milestones: Option<Vec<usize>>,
+    /// Its own settings, merged last (`epochs`, `lr`, `milestones`, `train_limit`: a teacher
+    /// trained longer than the students needs its own schedule).
+    #[serde(flatten)]
+    pub train: TrainOverrides,
 }
 
 fn default_teacher_method() -> String {
@@ -115,6 +97,11 @@ pub enum ExperimentError {
          of the file (or in [teacher], [surrogate], [[student]])"
     )]
     NotPerMethod { method: String, key: &'static str },
+    #[error(
+        "{key} is set for each cell by the grid ([teacher], [surrogate], [[student]], seeds): \
+         remove it from the top of the experiment file"
+    )]
+    SetByGrid { key: &'static str },
     #[error("blackbox_seeds has seed {seed}, which is not in seeds {seeds:?}")]
     BlackboxSeed { seed: u64, seeds: Vec<u64> },
     #[error(
@@ -137,33 +124,20 @@ impl From<ExperimentError> for String {
     }
 }
 
-/// The experiment file. Unknown keys are an error that names them.
+/// The experiment file. Unknown keys are an error that names them (the settings layer
+/// refuses any key that is neither the experiment's nor a setting).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
+    /// Also the evaluations' dataset, so a key of the file itself rather than of `train`.
     pub dataset: String,
     pub data_dir: Option<PathBuf>,
-    pub train_limit: Option<usize>,
-    pub test_limit: Option<usize>,
-    pub epochs: Option<usize>,
-    /// L-inf radius on the [0,1] scale: a number or "8/255".
-    pub eps: Option<Quantity>,
     #[serde(default)]
     pub seeds: Vec<u64>,
-    pub batch_size: Option<usize>,
-    pub lr: Option<f64>,
-    pub momentum: Option<f64>,
-    pub weight_decay: Option<f64>,
-    pub milestones: Option<Vec<usize>>,
-    pub gamma: Option<f64>,
-    pub augment: Option<bool>,
-    pub attack_steps: Option<usize>,
-    pub attack_step_size: Option<Quantity>,
-    pub monitor_examples: Option<usize>,
     /// White-box attack list for the tables (default "paper").
     pub attacks: Option<String>,
     /// Test images attacked (the first N; default 1000).
     pub eval_examples: Option<usize>,
+    /// Also the evaluations' batch size.
     pub eval_batch_size: Option<usize>,
     /// Points of the robust-accuracy-against-ε sweep over [0, 2ε] (default 9; 0 turns it off).
     pub eps_sweep: Option<usize>,
@@ -180,6 +154,12 @@ pub struct ExperimentConfig {
     pub student: Vec<Students>,
     #[serde(default)]
     pub methods: BTreeMap<String, MethodSettings>,
+    /// The training settings every cell starts from (`epochs`, `eps = "8/255"`, `lr`, ...),
+    /// written at the top of the file: the experiment's layer of the one settings struct.
+    /// The grid sets each cell's method, model, seed, teacher and KL reduction, so those are
+    /// refused here.
+    #[serde(flatten)]
+    pub train: TrainOverrides,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,8 +201,8 @@ impl ExperimentConfig {
     }
 
     pub fn eps(&self) -> Result<f64, ExperimentError> {
-        match &self.eps {
-            Some(q) => Ok(crate::units::parse_eps(&q.as_string())?),
+        match &self.train.eps {
+            Some(q) => Ok(crate::units::parse_eps(q.as_str())?),
             None => Ok(self.kind()?.default_eps()),
         }
     }
@@ -253,28 +233,15 @@ impl ExperimentConfig {
         Ok(())
     }
 
+    /// A cell's settings before its role's and method's: the experiment's layer.
     fn base(&self, out: &Path) -> TrainOverrides {
-        TrainOverrides {
+        self.train.clone().merged(TrainOverrides {
             dataset: Some(self.dataset.clone()),
             data_dir: self.data_dir.clone(),
-            train_limit: self.train_limit,
-            test_limit: self.test_limit,
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            milestones: self.milestones.clone(),
-            gamma: self.gamma,
-            augment: self.augment,
-            eps: self.eps.as_ref().map(|q| q.as_string().into()),
-            attack_steps: self.attack_steps,
-            attack_step_size: self.attack_step_size.as_ref().map(|q| q.as_string().into()),
-            monitor_examples: self.monitor_examples,
             eval_batch_size: self.eval_batch_size,
             out: Some(out.to_path_buf()),
             ..Default::default()
-        }
+        })
     }
 
     /// Every cell, in the order they must run (surrogate and teacher first).
@@ -327,13 +294,10 @@ impl ExperimentConfig {
             t.model = run.model.parse().ok();
             t.method = Some(run.method.clone());
             t.seed = Some(seeds[0]);
-            let mut t = self.with_method_settings(&run.method, t);
+            let t = self.with_method_settings(&run.method, t);
             // The role's own keys win over `[methods.<its method>]`: a SAT teacher is not a SAT
             // student.
-            t.epochs = run.epochs.or(t.epochs);
-            t.train_limit = run.train_limit.or(t.train_limit);
-            t.lr = run.lr.or(t.lr);
-            t.milestones = run.milestones.clone().or(t.milestones.take());
+            let t = t.merged(run.train.clone());
             add(
                 &mut cells,
                 name,
@@ -443,8 +407,20 @@ impl ExperimentConfig {
         Ok(cells)
     }
 
-    /// Each `[methods.NAME]` names a registered method and gives only per-method settings.
+    /// The top of the file gives no setting the grid sets for each cell; each
+    /// `[methods.NAME]` names a registered method and gives only per-method settings.
     fn check_method_tables(&self) -> Result<(), ExperimentError> {
+        let roles = [Some(&self.teacher), self.surrogate.as_ref()];
+        let layers =
+            std::iter::once(&self.train).chain(roles.into_iter().flatten().map(|r| &r.train));
+        for key in layers.flat_map(TrainOverrides::given) {
+            if SETTINGS
+                .iter()
+                .any(|s| s.key == key && s.scope == Scope::Grid)
+            {
+                return Err(ExperimentError::SetByGrid { key });
+            }
+        }
         for (method, settings) in &self.methods {
             crate::methods::lookup(method).map_err(|source| ExperimentError::MethodTable {
                 method: method.clone(),
@@ -590,5 +566,97 @@ mod method_params {
         };
         assert_eq!(resolved("probe").param("probe_scale"), 3.0);
         assert!(resolved("sat").params.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod layers {
+    use super::*;
+
+    const FILE: &str = "dataset = 'fashion-mnist'\nepochs = 4\neps = '8/255'\nbeta = 3.0\n\
+                        [teacher]\nmodel = 'cnn-small'\nmethod = 'trades'\nlr = 0.02\n\
+                        [[student]]\nmodel = 'cnn-small'\nmethods = ['trades', 'rslad']\n\
+                        [methods.trades]\nbeta = 5.0\n";
+
+    /// The top of the file, `[methods.NAME]` and the role's own table are layers of the one
+    /// settings struct, merged in that order; any setting may be given at the top.
+    #[test]
+    fn the_top_of_the_file_is_the_first_settings_layer() {
+        let cfg: ExperimentConfig = toml::from_str(FILE).unwrap();
+        assert_eq!(cfg.train.epochs, Some(4));
+        assert!((cfg.eps().unwrap() - 8.0 / 255.0).abs() < 1e-12);
+        let cells = cfg.cells(Path::new("/tmp/unused")).unwrap();
+        let cell = |name: &str| {
+            let c = cells.iter().find(|c| c.name == name).unwrap();
+            c.train.clone().resolve().unwrap()
+        };
+        let teacher = cell("teacher-cnn-small-trades");
+        assert_eq!((teacher.lr, teacher.method.beta), (0.02, 5.0));
+        let trades = cell("cnn-small-trades-s0");
+        assert_eq!(
+            (trades.lr, trades.method.beta, trades.epochs),
+            (0.1, 5.0, 4)
+        );
+        let rslad = cell("cnn-small-rslad-s0");
+        assert_eq!(rslad.method.beta, 3.0);
+        assert!((rslad.method.eps - 8.0 / 255.0).abs() < 1e-12);
+    }
+
+    /// What the grid sets for each cell is refused at the top and in a role's table; an
+    /// unknown key anywhere is named.
+    #[test]
+    fn grid_settings_and_unknown_keys_are_refused() {
+        for (layer, extra) in [
+            ("top", FILE.replace("beta = 3.0\n", "seed = 2\n")),
+            ("teacher", FILE.replace("lr = 0.02\n", "seed = 2\n")),
+            (
+                "top",
+                FILE.replace("beta = 3.0\n", "kl_reduction = 'batchmean'\n"),
+            ),
+        ] {
+            let cfg: ExperimentConfig = toml::from_str(&extra).unwrap();
+            let e = cfg.cells(Path::new("/tmp/unused")).unwrap_err();
+            assert!(
+                matches!(e, ExperimentError::SetByGrid { .. }),
+                "{layer}: {e}"
+            );
+        }
+        for bad in [
+            FILE.replace("beta = 3.0\n", "learning_rate = 1\n"),
+            FILE.replace("lr = 0.02\n", "size = 3\n"),
+        ] {
+            let e = toml::from_str::<ExperimentConfig>(&bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("learning_rate") || e.contains("size"), "{e}");
+        }
+    }
+
+    /// `experiment.toml`, as the run records it, reads back the same.
+    #[test]
+    fn the_recorded_experiment_reads_back() {
+        let cfg: ExperimentConfig = toml::from_str(FILE).unwrap();
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(
+            toml::from_str::<ExperimentConfig>(&text).unwrap(),
+            cfg,
+            "{text}"
+        );
+        for file in [
+            "cifar10-paper.toml",
+            "fashion-mnist.toml",
+            "fashion-mnist-claim.toml",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("experiments")
+                .join(file);
+            let cfg = ExperimentConfig::from_file(&path).unwrap();
+            let text = toml::to_string(&cfg).unwrap();
+            assert_eq!(
+                toml::from_str::<ExperimentConfig>(&text).unwrap(),
+                cfg,
+                "{file}"
+            );
+        }
     }
 }

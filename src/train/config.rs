@@ -120,7 +120,10 @@ impl From<ConfigError> for String {
 /// Where a setting may be given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// One value for a whole run or experiment cell (flags, a TOML file, an experiment's top).
+    /// What an experiment's grid sets for each cell (method, model, seed, teacher, run
+    /// directory, KL reduction): flags and a TOML file only.
+    Grid,
+    /// One value for a whole run or experiment (flags, a TOML file, an experiment's top).
     Cell,
     /// Also per method in an experiment (`[methods.trades] epochs = 100`): the baselines'
     /// official codes train on their own schedules and hyperparameters.
@@ -348,7 +351,7 @@ fn param_keys(params: &BTreeMap<String, f64>) -> Vec<&'static str> {
 
 settings! {
     /// Training method (default natural).
-    method: String, Cell;
+    method: String, Grid;
     /// fashion-mnist, cifar10 or cifar100.
     dataset: String, Cell;
     /// Folder with the dataset's files (default: the dataset's usual place).
@@ -358,7 +361,7 @@ settings! {
     /// Use only the first N test images.
     test_limit: usize, Cell;
     /// Model name (see `rslad models`; default cnn-small on Fashion-MNIST, resnet18 on CIFAR).
-    model: Arch, Cell;
+    model: Arch, Grid;
     /// Epochs (default 10 on Fashion-MNIST, 300 on CIFAR).
     epochs: usize, Method;
     /// Training batch size (default 128).
@@ -375,19 +378,19 @@ settings! {
     /// Factor on the learning rate at each milestone (default 0.1).
     gamma: f64, Method;
     /// Seed of the initialisation, shuffling and attacks (default 0).
-    seed: u64, Cell;
+    seed: u64, Grid;
     /// Random crop and flip (default: on for CIFAR, off for Fashion-MNIST).
     augment: bool, Method;
     /// Teacher checkpoint for ard, iad and rslad.
-    teacher: PathBuf, Cell;
+    teacher: PathBuf, Grid;
     /// The teacher's model name (checked against the checkpoint).
-    teacher_model: String, Cell;
+    teacher_model: String, Grid;
     /// Test images used for the per-epoch PGD-20 accuracy (the first N; default 1000).
     monitor_examples: usize, Cell;
     /// Batch size of the evaluations (default 256).
     eval_batch_size: usize, Cell;
     /// Run directory.
-    out: PathBuf, Cell;
+    out: PathBuf, Grid;
     /// L-inf radius of the inner attack on the [0,1] scale: 0.1 or 8/255.
     eps: Fraction, Cell;
     /// Steps of the inner attack (default 10).
@@ -403,7 +406,7 @@ settings! {
     /// ARD/IAD: distillation temperature.
     temperature: f64, Method;
     /// ARD/RSLAD KL reduction: official (mean over B·C) or batchmean.
-    kl_reduction: KlReduction, Cell;
+    kl_reduction: KlReduction, Grid;
     /// Student passes per step: official (every pass the method's official code runs, each
     /// updating BatchNorm statistics) or minimal (only those whose output enters the loss).
     bn_passes: BnPasses, Method;

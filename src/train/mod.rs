@@ -196,8 +196,8 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     let old = TrainConfig::from_toml(&text)
         .map_err(|e| TrainError::Config(format!("{}: {e}", dir.config_path().display())))?;
     // The epoch count may grow (a longer run continues a shorter one); IAD's start epoch is
-    // derived from it and matters to IAD only; the BatchNorm passes matter to TRADES, ARD and
-    // IAD only.
+    // derived from it; it and the BatchNorm passes matter only to the methods that read them
+    // (`MethodConfig::comparable`).
     let comparable = |c: &TrainConfig| {
         let mut c = TrainConfig {
             epochs: 0,

@@ -64,7 +64,7 @@ pub enum ExperimentError {
     Cell {
         index: usize,
         name: String,
-        source: ConfigError,
+        source: Box<ConfigError>,
     },
     #[error("cell {index} ({name}): {source}")]
     CellModel {
@@ -227,7 +227,7 @@ impl ExperimentConfig {
                 .map_err(|source| ExperimentError::Cell {
                     index: cell.index,
                     name: cell.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         Ok(())

@@ -21,7 +21,7 @@ pub const ENTRY: MethodEntry = MethodEntry {
     needs_teacher: true,
     reads: &["alpha", "temperature", "kl_reduction", "bn_passes"],
     params: &[],
-    defaults: defaults,
+    defaults,
     kl_scale: super::unscaled,
     build: |config| Box::new(Ard(config)),
 };

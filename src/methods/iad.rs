@@ -29,7 +29,7 @@ pub const ENTRY: MethodEntry = MethodEntry {
     needs_teacher: true,
     reads: &["beta", "alpha", "temperature", "iad_begin", "bn_passes"],
     params: &[],
-    defaults: defaults,
+    defaults,
     kl_scale: super::unscaled,
     build: |config| Box::new(Iad(config)),
 };

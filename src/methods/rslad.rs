@@ -24,7 +24,7 @@ pub const ENTRY: MethodEntry = MethodEntry {
     reads: &["kl_reduction"],
     params: &[],
     defaults: super::no_defaults,
-    kl_scale: kl_scale,
+    kl_scale,
     build: |config| Box::new(Rslad(config)),
 };
 

@@ -16,7 +16,8 @@ pub struct TrainConfig {
     pub data_dir: Option<PathBuf>,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
-    pub model: String,
+    /// Recorded by its canonical name (a name `Arch` parses, as in earlier configs).
+    pub model: Arch,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -70,8 +71,6 @@ pub enum ConfigError {
     #[error(transparent)]
     Dataset(#[from] crate::data::DataError),
     #[error("model: {0}")]
-    UnknownModel(#[from] crate::models::UnknownModel),
-    #[error("model: {0}")]
     ModelSize(String),
     #[error(
         "method {method} distills a teacher: set teacher (--teacher FILE, an rslad checkpoint; \
@@ -101,7 +100,7 @@ impl ConfigError {
             | ConfigError::NoImages { key } => Some(key),
             ConfigError::UnknownMethod(_) => Some("method"),
             ConfigError::Dataset(_) => Some("dataset"),
-            ConfigError::UnknownModel(_) | ConfigError::ModelSize(_) => Some("model"),
+            ConfigError::ModelSize(_) => Some("model"),
             ConfigError::NoTeacher { .. } => Some("teacher"),
             ConfigError::Read { .. } | ConfigError::Toml { .. } | ConfigError::NotAParam { .. } => {
                 None
@@ -511,7 +510,7 @@ impl TrainOverrides {
             data_dir: self.data_dir,
             train_limit: self.train_limit,
             test_limit: self.test_limit,
-            model: arch.to_string(),
+            model: arch,
             epochs,
             batch_size: self.batch_size.unwrap_or(128),
             lr: self.lr.unwrap_or(0.1),
@@ -589,8 +588,7 @@ impl TrainConfig {
                 " (the per-epoch robust accuracy needs test images)",
             )?;
         }
-        let arch = self.model.parse::<Arch>()?;
-        crate::models::ModelSpec::for_dataset(arch, self.dataset)
+        crate::models::ModelSpec::for_dataset(self.model, self.dataset)
             .check_size()
             .map_err(|e| ConfigError::ModelSize(e.to_string()))?;
         let entry = self.method.entry()?;

@@ -163,7 +163,7 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
     if let Some(expected) = &expected {
         crate::models::check_expected(path, &found, expected).map_err(file_err)?;
     }
-    let want = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
+    let want = ModelSpec::for_dataset(cfg.model, cfg.dataset);
     if found.input != want.input || found.num_classes != want.num_classes {
         return Err(err(format!(
             "it takes {}x{}x{} images with {} classes, but {} has {}x{}x{} with {}",
@@ -297,7 +297,7 @@ pub fn run(
         None
     };
 
-    let spec = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
+    let spec = ModelSpec::for_dataset(cfg.model, cfg.dataset);
     let ad = device.clone().autodiff();
     let mut sgd = sgd::Sgd::new(cfg.momentum, cfg.weight_decay);
     let previous = dir.read_state()?;

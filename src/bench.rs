@@ -123,7 +123,7 @@ pub fn run_model(
             note: None,
         })
     };
-    for method_name in METHODS {
+    for method_name in METHODS.iter().map(|m| m.name) {
         let mut cfg = MethodConfig::defaults(method_name, dataset, 200);
         cfg.iad_begin = 0;
         let method = methods::build(&cfg)?;

@@ -25,7 +25,7 @@ fn trained() -> &'static (Model, Dataset) {
             method: Some("natural".into()),
             dataset: Some("fashion-mnist".into()),
             data_dir: Some(fashion_dir()),
-            model: Some("cnn-small".into()),
+            model: Some("cnn-small".parse().unwrap()),
             epochs: Some(1),
             train_limit: Some(10_000),
             test_limit: Some(N),

@@ -60,7 +60,7 @@ fn attacks_at_least_as_strong_as_torchattacks() {
         method: Some("sat".into()),
         dataset: Some("fashion-mnist".into()),
         data_dir: Some(fashion_dir()),
-        model: Some("cnn-small".into()),
+        model: Some("cnn-small".parse().unwrap()),
         epochs: Some(1),
         train_limit: Some(6_400),
         attack_steps: Some(5),

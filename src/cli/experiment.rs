@@ -22,7 +22,7 @@ pub struct ExperimentArgs {
 }
 
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
-    let cfg = ExperimentConfig::from_file(&args.config).map_err(anyhow::Error::msg)?;
+    let cfg = ExperimentConfig::from_file(&args.config)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(
             args.config
@@ -31,7 +31,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "experiment".into()),
         )
     });
-    let cells = cfg.cells(&out).map_err(anyhow::Error::msg)?;
+    let cells = cfg.cells(&out)?;
     if args.list_cells {
         for c in &cells {
             let status = if experiment::is_finished(&out, c) {

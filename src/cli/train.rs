@@ -2,155 +2,151 @@
 
 use super::progress::TrainProgress;
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{Arg, ArgMatches, Args, FromArgMatches};
+use rslad::methods::Param;
+use rslad::train::config::{ConfigError, Setting, SETTINGS};
 use rslad::train::{self, TrainConfig, TrainOverrides};
 use std::path::PathBuf;
 
-#[derive(Args, Debug, Default)]
+/// `rslad train`'s flags: one per setting of [`SETTINGS`] (generated, so none can be
+/// missing), plus `--config` and `--resume`.
+#[derive(Debug, Default)]
 pub struct TrainArgs {
-    /// natural, sat, trades, ard, iad or rslad.
-    #[arg(long)]
-    method: Option<String>,
-    /// fashion-mnist, cifar10 or cifar100.
-    #[arg(long)]
-    dataset: Option<String>,
-    /// Folder with the dataset's files (default: the dataset's usual place).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Model name (see `rslad models`).
-    #[arg(long)]
-    model: Option<String>,
-    #[arg(long)]
-    epochs: Option<usize>,
-    #[arg(long)]
-    batch_size: Option<usize>,
-    #[arg(long)]
-    lr: Option<f64>,
-    #[arg(long)]
-    momentum: Option<f64>,
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    /// Epochs (from 0) where the learning rate is multiplied by --gamma, e.g. 215,260,285, or
-    /// `none` for a constant rate.
-    #[arg(long, value_parser = parse_milestones)]
-    milestones: Option<Milestones>,
-    #[arg(long)]
-    gamma: Option<f64>,
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Run directory.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    /// The flags' settings, as text: parsed by [`TrainArgs::settings`], so a value a setting
+    /// refuses is an input error naming its flag (a number's syntax is clap's to check).
+    given: Vec<(&'static str, String)>,
     /// TOML file with any of these settings (flags override it).
-    #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in this directory where it stopped.
-    #[arg(long)]
     resume: Option<PathBuf>,
-    /// Use only the first N training images.
-    #[arg(long)]
-    train_limit: Option<usize>,
-    /// Use only the first N test images.
-    #[arg(long)]
-    test_limit: Option<usize>,
-    /// Teacher checkpoint for ard, iad and rslad.
-    #[arg(long)]
-    teacher: Option<PathBuf>,
-    /// The teacher's model name (checked against the checkpoint).
-    #[arg(long)]
-    teacher_model: Option<String>,
-    /// L-inf radius of the inner attack on the [0,1] scale: 0.1 or 8/255.
-    #[arg(long)]
-    eps: Option<String>,
-    #[arg(long)]
-    attack_steps: Option<usize>,
-    /// Step of the inner attack: 0.025 or 2/255.
-    #[arg(long)]
-    attack_step_size: Option<String>,
-    /// BatchNorm mode of the student during the inner attack: train or eval.
-    #[arg(long)]
-    attack_bn: Option<String>,
-    /// TRADES: robust-loss weight; IAD: trust exponent.
-    #[arg(long)]
-    beta: Option<f64>,
-    /// ARD/IAD: weight of the distillation terms.
-    #[arg(long)]
-    alpha: Option<f64>,
-    /// ARD/IAD: distillation temperature.
-    #[arg(long)]
-    temperature: Option<f64>,
-    /// ARD/RSLAD KL reduction: official (mean over B·C) or batchmean.
-    #[arg(long)]
-    kl_reduction: Option<String>,
-    /// Student passes per step: official (every pass the method's official code runs, each
-    /// updating BatchNorm statistics) or minimal (only those whose output enters the loss).
-    #[arg(long)]
-    bn_passes: Option<String>,
-    /// IAD: first epoch (from 0) with the introspection term.
-    #[arg(long)]
-    iad_begin: Option<usize>,
-    /// Test images used for the per-epoch PGD-20 accuracy (the first N).
-    #[arg(long)]
-    monitor_examples: Option<usize>,
-    #[arg(long)]
-    eval_batch_size: Option<usize>,
-    /// Random crop and flip (default: on for CIFAR, off for Fashion-MNIST).
-    #[arg(long)]
-    augment: Option<bool>,
+}
+
+/// A setting's flag: `--eval-batch-size` for `eval_batch_size`, its value checked as the
+/// setting's type parses it.
+fn setting_arg(s: &'static Setting) -> Arg {
+    // clap keeps `&'static str` names; the few flag names live as long as the process.
+    let long: &'static str = Box::leak(
+        s.flag()
+            .trim_start_matches('-')
+            .to_string()
+            .into_boxed_str(),
+    );
+    let help = match s.key {
+        // The registry, not the table, knows the methods.
+        "method" => format!(
+            "{} Known: {}.",
+            s.help.trim(),
+            rslad::methods::known_methods()
+        ),
+        _ => s.help.trim().to_string(),
+    };
+    let arg = Arg::new(s.key).long(long).help(help);
+    if !s.syntax {
+        // A name from a closed set is checked with the configuration: a refused value, not
+        // a usage error.
+        return arg;
+    }
+    arg.value_parser(move |text: &str| {
+        TrainOverrides::default()
+            .set_text(s.key, text)
+            .map(|()| text.to_string())
+    })
+}
+
+/// A method's own hyperparameter's flag (see [`rslad::methods::Param`]).
+fn param_arg(p: &'static Param) -> Arg {
+    let long: &'static str = Box::leak(p.key.replace('_', "-").into_boxed_str());
+    let help = format!(
+        "{} Method {} only (default {}).",
+        p.help.trim(),
+        rslad::methods::methods_with_param(p.key).join(", "),
+        p.default
+    );
+    Arg::new(p.key)
+        .long(long)
+        .help(help)
+        .value_parser(move |text: &str| {
+            TrainOverrides::default()
+                .set_text(p.key, text)
+                .map(|()| text.to_string())
+        })
+}
+
+/// Every flag's id: the settings' keys, then the methods' own hyperparameters'.
+fn setting_ids() -> impl Iterator<Item = &'static str> {
+    SETTINGS
+        .iter()
+        .map(|s| s.key)
+        .chain(rslad::methods::params().into_iter().map(|p| p.key))
+}
+
+impl Args for TrainArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.args(SETTINGS.iter().map(setting_arg))
+            .args(rslad::methods::params().into_iter().map(param_arg))
+            .arg(
+                Arg::new("config")
+                    .long("config")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("TOML file with any of these settings (flags override it)."),
+            )
+            .arg(
+                Arg::new("resume")
+                    .long("resume")
+                    .value_name("DIR")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .help("Continue the run in this directory where it stopped."),
+            )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for TrainArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = TrainArgs::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for key in setting_ids() {
+            if let Some(text) = matches.get_one::<String>(key) {
+                self.given.push((key, text.clone()));
+            }
+        }
+        if let Some(p) = matches.get_one::<PathBuf>("config") {
+            self.config = Some(p.clone());
+        }
+        if let Some(p) = matches.get_one::<PathBuf>("resume") {
+            self.resume = Some(p.clone());
+        }
+        Ok(())
+    }
 }
 
 impl TrainArgs {
-    fn overrides(&self) -> TrainOverrides {
-        TrainOverrides {
-            method: self.method.clone(),
-            dataset: self.dataset.clone(),
-            data_dir: self.data_dir.clone(),
-            train_limit: self.train_limit,
-            test_limit: self.test_limit,
-            model: self.model.clone(),
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            milestones: self.milestones.clone().map(|m| m.0),
-            gamma: self.gamma,
-            seed: self.seed,
-            augment: self.augment,
-            teacher: self.teacher.clone(),
-            teacher_model: self.teacher_model.clone(),
-            monitor_examples: self.monitor_examples,
-            eval_batch_size: self.eval_batch_size,
-            out: self.out.clone(),
-            eps: self.eps.clone(),
-            attack_steps: self.attack_steps,
-            attack_step_size: self.attack_step_size.clone(),
-            attack_bn: self.attack_bn.clone(),
-            beta: self.beta,
-            alpha: self.alpha,
-            temperature: self.temperature,
-            kl_reduction: self.kl_reduction.clone(),
-            bn_passes: self.bn_passes.clone(),
-            iad_begin: self.iad_begin,
+    /// The settings the flags give.
+    fn settings(&self) -> anyhow::Result<TrainOverrides> {
+        let mut settings = TrainOverrides::default();
+        for (key, text) in &self.given {
+            settings
+                .set_text(key, text)
+                .map_err(|e| anyhow::anyhow!("--{}: {e}", key.replace('_', "-")))?;
         }
+        Ok(settings)
     }
 }
 
-#[derive(Debug, Clone)]
-struct Milestones(Vec<usize>);
-
-fn parse_milestones(s: &str) -> Result<Milestones, String> {
-    if s.trim() == "none" || s.trim().is_empty() {
-        return Ok(Milestones(Vec::new()));
+/// A library error with the flag of the setting it names: `--epochs (epochs): epochs is 0…`.
+fn with_flag(e: ConfigError) -> anyhow::Error {
+    match e.key().and_then(|k| setting_ids().find(|id| *id == k)) {
+        Some(key) => anyhow::anyhow!("--{} ({key}): {e}", key.replace('_', "-")),
+        None => anyhow::Error::new(e),
     }
-    s.split(',')
-        .map(|v| {
-            v.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("milestone '{v}' is not an epoch number"))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Milestones)
 }
 
 fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
@@ -164,11 +160,9 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         })?;
         let mut cfg = TrainConfig::from_toml(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let mut extra = args.overrides();
+        let mut extra = args.settings()?;
         let epochs = extra.epochs.take();
-        if serde_json::to_value(&extra)? != serde_json::to_value(TrainOverrides::default())?
-            || args.config.is_some()
-        {
+        if !extra.given().is_empty() || args.config.is_some() {
             bail!("--resume continues a run with its recorded config.toml; only --epochs may be given with it");
         }
         if let Some(e) = epochs {
@@ -183,19 +177,18 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         // new configuration would be.
         cfg.validate().map_err(|e| {
             anyhow::anyhow!(
-                "{}: {e}; fix the recorded value (or, for --epochs, the flag)",
-                path.display()
+                "{}: {}; fix the recorded value (or, for --epochs, the flag)",
+                path.display(),
+                with_flag(e)
             )
         })?;
         return Ok(cfg);
     }
     let base = match &args.config {
-        Some(p) => TrainOverrides::from_toml_file(p).map_err(anyhow::Error::msg)?,
+        Some(p) => TrainOverrides::from_toml_file(p)?,
         None => TrainOverrides::default(),
     };
-    base.merged(args.overrides())
-        .resolve()
-        .map_err(anyhow::Error::msg)
+    base.merged(args.settings()?).resolve().map_err(with_flag)
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -228,4 +221,111 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     println!("{}", cfg.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rslad::experiment::ExperimentConfig;
+    use std::path::Path;
+
+    /// `rslad train ARGS` as the command line parses it.
+    fn parse(args: &[&str]) -> Result<TrainArgs, clap::Error> {
+        let cmd = TrainArgs::augment_args(clap::Command::new("train"));
+        let matches =
+            cmd.try_get_matches_from(std::iter::once("train").chain(args.iter().copied()))?;
+        TrainArgs::from_arg_matches(&matches)
+    }
+
+    /// A value each setting's type accepts, found by trying a few.
+    fn sample(key: &str) -> &'static str {
+        ["1", "true", "cnn-small", "train", "official", "1,2"]
+            .into_iter()
+            .find(|v| TrainOverrides::default().set_text(key, v).is_ok())
+            .unwrap_or_else(|| panic!("no sample value for {key}"))
+    }
+
+    /// Every setting has a flag and a TOML key, and both layers and their merge carry it.
+    #[test]
+    fn every_setting_has_a_flag_and_a_toml_key() {
+        let mut flags = Vec::new();
+        let mut all = TrainOverrides::default();
+        for s in SETTINGS {
+            flags.push(s.flag());
+            flags.push(sample(s.key).to_string());
+            all.set_text(s.key, sample(s.key)).unwrap();
+        }
+        let keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        assert_eq!(all.given(), keys, "every field is a setting of the table");
+        let args = parse(&flags.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!(args.settings().unwrap(), all, "each flag sets its setting");
+        let text = toml::to_string(&all).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        for key in &keys {
+            assert!(table.contains_key(*key), "{key} has no TOML key in\n{text}");
+        }
+        assert_eq!(TrainOverrides::from_toml_str(&text).unwrap(), all);
+        assert_eq!(TrainOverrides::default().merged(all.clone()), all);
+        assert_eq!(all.clone().merged(TrainOverrides::default()), all);
+        let bad = parse(&["--attack-bn", "sideways"]).unwrap().settings();
+        let e = bad.unwrap_err().to_string();
+        assert!(
+            e.contains("--attack-bn") && e.contains("not train or eval"),
+            "{e}"
+        );
+        assert!(
+            parse(&["--epochs", "x"]).is_err(),
+            "a number's syntax is clap's"
+        );
+    }
+
+    /// Every registered method is reachable from the command line, a TOML config and an
+    /// experiment file; a distillation method gets the experiment's teacher.
+    #[test]
+    fn every_method_is_reachable_from_flags_file_and_experiment() {
+        let names: Vec<&str> = rslad::methods::METHODS.iter().map(|m| m.name).collect();
+        let students = names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let experiment: ExperimentConfig = toml::from_str(&format!(
+            "dataset = 'fashion-mnist'\n[teacher]\nmodel = 'cnn-small'\n\
+             [[student]]\nmodel = 'cnn-small'\nmethods = [{students}]\n"
+        ))
+        .unwrap();
+        let cells = experiment.cells(Path::new("/tmp/unused")).unwrap();
+        for entry in rslad::methods::METHODS {
+            let name = entry.name;
+            let mut flags = vec![
+                "--method",
+                name,
+                "--dataset",
+                "fashion-mnist",
+                "--out",
+                "/tmp/unused",
+            ];
+            if entry.needs_teacher {
+                flags.extend(["--teacher", "t.safetensors"]);
+            }
+            let from_flags = resolve(&parse(&flags).unwrap()).unwrap();
+            assert_eq!(from_flags.method.name, name);
+            let file = format!(
+                "method = '{name}'\ndataset = 'fashion-mnist'\nout = '/tmp/unused'\nteacher = 't'\n"
+            );
+            let from_file = TrainOverrides::from_toml_str(&file)
+                .unwrap()
+                .resolve()
+                .unwrap();
+            assert_eq!(from_file.method.name, name);
+            let cell = cells
+                .iter()
+                .find(|c| c.method == name)
+                .unwrap_or_else(|| panic!("no cell for {name}"));
+            assert_eq!(cell.train.teacher.is_some(), entry.needs_teacher, "{name}");
+            let resolved = cell.train.clone().resolve().unwrap();
+            assert_eq!(resolved.method.name, name);
+            assert_eq!(resolved.method, from_flags.method, "{name}: same defaults");
+        }
+    }
 }

@@ -1,42 +1,26 @@
 //! The experiment file and the grid of cells it describes.
 
 use crate::data::{self, DatasetKind};
+use crate::methods::UnknownMethod;
+use crate::train::config::{ConfigError, Scope, SETTINGS};
 use crate::train::TrainOverrides;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A number or a fraction such as "8/255".
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Quantity {
-    Number(f64),
-    Text(String),
-}
-
-impl Quantity {
-    pub fn as_string(&self) -> String {
-        match self {
-            Quantity::Number(v) => v.to_string(),
-            Quantity::Text(s) => s.clone(),
-        }
-    }
-}
-
 /// A model to train (or a checkpoint to use) for the teacher or the surrogate.
+/// Unknown keys are an error that names them (the settings layer refuses them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelRun {
     pub model: String,
     #[serde(default = "default_teacher_method")]
     pub method: String,
     /// Use this rslad checkpoint instead of training.
     pub checkpoint: Option<PathBuf>,
-    pub epochs: Option<usize>,
-    pub train_limit: Option<usize>,
-    /// Its own schedule (a teacher trained longer than the students needs its own milestones).
-    pub lr: Option<f64>,
-    pub milestones: Option<Vec<usize>>,
+    /// Its own settings, merged last (`epochs`, `lr`, `milestones`, `train_limit`: a teacher
+    /// trained longer than the students needs its own schedule).
+    #[serde(flatten)]
+    pub train: TrainOverrides,
 }
 
 fn default_teacher_method() -> String {
@@ -51,53 +35,109 @@ pub struct Students {
     pub methods: Vec<String>,
 }
 
-/// Per-method hyperparameters (`[methods.ard] temperature = 30`), schedule included: the
+/// Per-method settings (`[methods.ard] temperature = 30`), schedule included: the
 /// baselines' official codes train on their own schedules (`[methods.trades] epochs = 100`,
-/// `milestones = [74, 89, 99]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MethodSettings {
-    pub beta: Option<f64>,
-    pub alpha: Option<f64>,
-    pub temperature: Option<f64>,
-    pub attack_bn: Option<String>,
-    pub bn_passes: Option<String>,
-    pub iad_begin: Option<usize>,
-    pub epochs: Option<usize>,
-    /// Epochs (counted from 0) at whose start the learning rate drops; given with `epochs`
-    /// when the experiment's own milestones do not fit the method's schedule.
-    pub milestones: Option<Vec<usize>>,
-    pub batch_size: Option<usize>,
-    pub lr: Option<f64>,
+/// `milestones = [74, 89, 99]`). A layer of the one settings struct, merged over the
+/// experiment's values; only settings of [`Scope::Method`] may be given here.
+pub type MethodSettings = TrainOverrides;
+
+/// Why an experiment file or its grid was refused. Messages name the file's keys.
+#[derive(Debug, thiserror::Error)]
+pub enum GridError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error(transparent)]
+    Dataset(#[from] data::DataError),
+    #[error("eps: {0}")]
+    Eps(#[from] crate::units::UnitsError),
+    #[error("{key} = 0 in the experiment file: it must be at least 1")]
+    Zero { key: &'static str },
+    #[error("cell {index} ({name}): {source}")]
+    Cell {
+        index: usize,
+        name: String,
+        source: Box<ConfigError>,
+    },
+    #[error("cell {index} ({name}): {source}")]
+    CellModel {
+        index: usize,
+        name: String,
+        source: crate::models::UnknownModel,
+    },
+    #[error("cell {index} ({name}): {source}")]
+    CellMethod {
+        index: usize,
+        name: String,
+        source: UnknownMethod,
+    },
+    #[error(
+        "unknown method '{given}' in [[student]]; known: {}",
+        crate::methods::known_methods()
+    )]
+    StudentMethod { given: String },
+    #[error("'{given}' in [[student]]: a KL reduction applies to {readers} only")]
+    ReductionNotRead { given: String, readers: String },
+    #[error("'{given}' in [[student]]: {reason}")]
+    BadReduction { given: String, reason: String },
+    #[error("[methods.{method}]: {source}")]
+    MethodTable {
+        method: String,
+        source: UnknownMethod,
+    },
+    #[error(
+        "[methods.{method}] sets {key}, which is one value for a whole cell: give it at the top \
+         of the file (or in [teacher], [surrogate], [[student]])"
+    )]
+    NotPerMethod { method: String, key: &'static str },
+    #[error(
+        "{key} is set for each cell by the grid ([teacher], [surrogate], [[student]], seeds): \
+         remove it from the top of the experiment file"
+    )]
+    SetByGrid { key: &'static str },
+    #[error("blackbox_seeds has seed {seed}, which is not in seeds {seeds:?}")]
+    BlackboxSeed { seed: u64, seeds: Vec<u64> },
+    #[error(
+        "cell {index}: its name {name} would not be a plain folder name (a '/' in a model, \
+         method or KL reduction?)"
+    )]
+    CellName { index: usize, name: String },
+    #[error("cells {first} and {second} are both {name}: a seed or a method is listed twice")]
+    Duplicate {
+        first: usize,
+        second: usize,
+        name: String,
+    },
 }
 
-/// The experiment file. Unknown keys are an error that names them.
+/// For callers that still report errors as text.
+impl From<GridError> for String {
+    fn from(e: GridError) -> String {
+        e.to_string()
+    }
+}
+
+/// The experiment file. Unknown keys are an error that names them (the settings layer
+/// refuses any key that is neither the experiment's nor a setting).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
+    /// Also the evaluations' dataset, so a key of the file itself rather than of `train`.
     pub dataset: String,
     pub data_dir: Option<PathBuf>,
-    pub train_limit: Option<usize>,
-    pub test_limit: Option<usize>,
-    pub epochs: Option<usize>,
-    /// L-inf radius on the [0,1] scale: a number or "8/255".
-    pub eps: Option<Quantity>,
     #[serde(default)]
     pub seeds: Vec<u64>,
-    pub batch_size: Option<usize>,
-    pub lr: Option<f64>,
-    pub momentum: Option<f64>,
-    pub weight_decay: Option<f64>,
-    pub milestones: Option<Vec<usize>>,
-    pub gamma: Option<f64>,
-    pub augment: Option<bool>,
-    pub attack_steps: Option<usize>,
-    pub attack_step_size: Option<Quantity>,
-    pub monitor_examples: Option<usize>,
     /// White-box attack list for the tables (default "paper").
     pub attacks: Option<String>,
     /// Test images attacked (the first N; default 1000).
     pub eval_examples: Option<usize>,
+    /// Also the evaluations' batch size.
     pub eval_batch_size: Option<usize>,
     /// Points of the robust-accuracy-against-ε sweep over [0, 2ε] (default 9; 0 turns it off).
     pub eps_sweep: Option<usize>,
@@ -114,6 +154,12 @@ pub struct ExperimentConfig {
     pub student: Vec<Students>,
     #[serde(default)]
     pub methods: BTreeMap<String, MethodSettings>,
+    /// The training settings every cell starts from (`epochs`, `eps = "8/255"`, `lr`, ...),
+    /// written at the top of the file: the experiment's layer of the one settings struct.
+    /// The grid sets each cell's method, model, seed, teacher and KL reduction, so those are
+    /// refused here.
+    #[serde(flatten)]
+    pub train: TrainOverrides,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,36 +185,38 @@ pub struct Cell {
 }
 
 impl ExperimentConfig {
-    pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Self, GridError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GridError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| GridError::Toml {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
-    pub fn kind(&self) -> Result<DatasetKind, String> {
-        self.dataset
-            .parse()
-            .map_err(|e: data::DataError| e.to_string())
+    pub fn kind(&self) -> Result<DatasetKind, GridError> {
+        Ok(self.dataset.parse()?)
     }
 
-    pub fn eps(&self) -> Result<f64, String> {
-        match &self.eps {
-            Some(q) => crate::units::parse_eps(&q.as_string()),
+    pub fn eps(&self) -> Result<f64, GridError> {
+        match &self.train.eps {
+            Some(q) => Ok(crate::units::parse_eps(q.as_str())?),
             None => Ok(self.kind()?.default_eps()),
         }
     }
 
     /// Checks the evaluation settings and every cell's training settings before any cell
     /// runs, so a bad value fails at once rather than after hours of training.
-    pub fn validate(&self, cells: &[Cell]) -> Result<(), String> {
+    pub fn validate(&self, cells: &[Cell]) -> Result<(), GridError> {
         for (key, value) in [
             ("eval_batch_size", self.eval_batch_size),
             ("eval_examples", self.eval_examples),
             ("square_queries", self.square_queries),
         ] {
             if value == Some(0) {
-                return Err(format!(
-                    "{key} = 0 in the experiment file: it must be at least 1"
-                ));
+                return Err(GridError::Zero { key });
             }
         }
         self.eps()?;
@@ -176,37 +224,29 @@ impl ExperimentConfig {
             cell.train
                 .clone()
                 .resolve()
-                .map_err(|e| format!("cell {} ({}): {e}", cell.index, cell.name))?;
+                .map_err(|source| GridError::Cell {
+                    index: cell.index,
+                    name: cell.name.clone(),
+                    source: Box::new(source),
+                })?;
         }
         Ok(())
     }
 
+    /// A cell's settings before its role's and method's: the experiment's layer.
     fn base(&self, out: &Path) -> TrainOverrides {
-        TrainOverrides {
+        self.train.clone().merged(TrainOverrides {
             dataset: Some(self.dataset.clone()),
             data_dir: self.data_dir.clone(),
-            train_limit: self.train_limit,
-            test_limit: self.test_limit,
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            milestones: self.milestones.clone(),
-            gamma: self.gamma,
-            augment: self.augment,
-            eps: self.eps.as_ref().map(Quantity::as_string),
-            attack_steps: self.attack_steps,
-            attack_step_size: self.attack_step_size.as_ref().map(Quantity::as_string),
-            monitor_examples: self.monitor_examples,
             eval_batch_size: self.eval_batch_size,
             out: Some(out.to_path_buf()),
             ..Default::default()
-        }
+        })
     }
 
     /// Every cell, in the order they must run (surrogate and teacher first).
-    pub fn cells(&self, out: &Path) -> Result<Vec<Cell>, String> {
+    pub fn cells(&self, out: &Path) -> Result<Vec<Cell>, GridError> {
+        self.check_method_tables()?;
         let seeds = if self.seeds.is_empty() {
             vec![0]
         } else {
@@ -250,16 +290,14 @@ impl ExperimentConfig {
                 run.method
             );
             let mut t = self.base(&out.join("cells").join(&name));
-            t.model = Some(run.model.clone());
+            // An unknown model is named with its cell below.
+            t.model = run.model.parse().ok();
             t.method = Some(run.method.clone());
             t.seed = Some(seeds[0]);
-            self.apply_method_settings(&run.method, &mut t);
+            let t = self.with_method_settings(&run.method, t);
             // The role's own keys win over `[methods.<its method>]`: a SAT teacher is not a SAT
             // student.
-            t.epochs = run.epochs.or(t.epochs);
-            t.train_limit = run.train_limit.or(t.train_limit);
-            t.lr = run.lr.or(t.lr);
-            t.milestones = run.milestones.clone().or(t.milestones.take());
+            let t = t.merged(run.train.clone());
             add(
                 &mut cells,
                 name,
@@ -272,10 +310,8 @@ impl ExperimentConfig {
             );
         }
         if let Some(b) = &self.blackbox_seeds {
-            if let Some(s) = b.iter().find(|s| !seeds.contains(s)) {
-                return Err(format!(
-                    "blackbox_seeds has seed {s}, which is not in seeds {seeds:?}"
-                ));
+            if let Some(&seed) = b.iter().find(|s| !seeds.contains(s)) {
+                return Err(GridError::BlackboxSeed { seed, seeds });
             }
         }
         let teacher_ckpt = self.teacher_checkpoint(out);
@@ -285,22 +321,28 @@ impl ExperimentConfig {
                     Some((a, b)) => (a.to_string(), Some(b.to_string())),
                     None => (m.clone(), None),
                 };
-                if !crate::methods::METHODS.contains(&method.as_str()) {
-                    return Err(format!(
-                        "unknown method '{m}' in [[student]]; known: {}",
-                        crate::methods::METHODS.join(", ")
-                    ));
-                }
+                let entry = crate::methods::lookup(&method)
+                    .map_err(|_| GridError::StudentMethod { given: m.clone() })?;
                 if let Some(r) = &reduction {
-                    // Only ARD and RSLAD read the reduction: `iad:batchmean` would silently
-                    // train plain IAD under another name.
-                    if !matches!(method.as_str(), "ard" | "rslad") {
-                        return Err(format!(
-                            "'{m}' in [[student]]: a KL reduction applies to ard and rslad only"
-                        ));
+                    // Only a method that reads the reduction may carry one: `iad:batchmean`
+                    // would silently train plain IAD under another name.
+                    if !entry.reads("kl_reduction") {
+                        return Err(GridError::ReductionNotRead {
+                            given: m.clone(),
+                            readers: crate::methods::METHODS
+                                .iter()
+                                .filter(|e| e.reads("kl_reduction"))
+                                .map(|e| e.name)
+                                .collect::<Vec<_>>()
+                                .join(" and "),
+                        });
                     }
-                    r.parse::<crate::methods::KlReduction>()
-                        .map_err(|e| format!("'{m}' in [[student]]: {e}"))?;
+                    r.parse::<crate::methods::KlReduction>().map_err(|reason| {
+                        GridError::BadReduction {
+                            given: m.clone(),
+                            reason,
+                        }
+                    })?;
                 }
                 for &seed in &seeds {
                     let tag = match &reduction {
@@ -309,15 +351,18 @@ impl ExperimentConfig {
                     };
                     let name = format!("{}-{tag}-s{seed}", s.model);
                     let mut t = self.base(&out.join("cells").join(&name));
-                    t.model = Some(s.model.clone());
+                    t.model = s.model.parse().ok();
                     t.method = Some(method.clone());
                     t.seed = Some(seed);
-                    t.kl_reduction = reduction.clone();
-                    if matches!(method.as_str(), "ard" | "iad" | "rslad") {
+                    t.kl_reduction = reduction.as_deref().map(|r| {
+                        r.parse()
+                            .expect("the reduction was checked before the seeds")
+                    });
+                    if entry.needs_teacher {
                         t.teacher = Some(teacher_ckpt.clone());
                         t.teacher_model = Some(self.teacher.model.clone());
                     }
-                    self.apply_method_settings(&method, &mut t);
+                    let t = self.with_method_settings(&method, t);
                     add(
                         &mut cells,
                         name,
@@ -334,46 +379,78 @@ impl ExperimentConfig {
         // Cell names become folder names: each must be a plain, distinct name.
         for (i, c) in cells.iter().enumerate() {
             if c.name.contains(['/', '\\']) {
-                return Err(format!(
-                    "cell {}: its name {} would not be a plain folder name (a '/' in a model, \
-                     method or KL reduction?)",
-                    c.index, c.name
-                ));
+                return Err(GridError::CellName {
+                    index: c.index,
+                    name: c.name.clone(),
+                });
             }
             c.model
                 .parse::<crate::models::Arch>()
-                .map_err(|e| format!("cell {} ({}): {e}", c.index, c.name))?;
-            if !crate::methods::METHODS.contains(&c.method.as_str()) {
-                return Err(format!(
-                    "cell {} ({}): unknown method '{}'; known: {}",
-                    c.index,
-                    c.name,
-                    c.method,
-                    crate::methods::METHODS.join(", ")
-                ));
-            }
+                .map_err(|source| GridError::CellModel {
+                    index: c.index,
+                    name: c.name.clone(),
+                    source,
+                })?;
+            crate::methods::lookup(&c.method).map_err(|source| GridError::CellMethod {
+                index: c.index,
+                name: c.name.clone(),
+                source,
+            })?;
             if let Some(other) = cells[..i].iter().find(|o| o.name == c.name) {
-                return Err(format!(
-                    "cells {} and {} are both {}: a seed or a method is listed twice",
-                    other.index, c.index, c.name
-                ));
+                return Err(GridError::Duplicate {
+                    first: other.index,
+                    second: c.index,
+                    name: c.name.clone(),
+                });
             }
         }
         Ok(cells)
     }
 
-    fn apply_method_settings(&self, method: &str, t: &mut TrainOverrides) {
-        if let Some(s) = self.methods.get(method) {
-            t.beta = s.beta.or(t.beta);
-            t.alpha = s.alpha.or(t.alpha);
-            t.temperature = s.temperature.or(t.temperature);
-            t.attack_bn = s.attack_bn.clone().or(t.attack_bn.take());
-            t.bn_passes = s.bn_passes.clone().or(t.bn_passes.take());
-            t.iad_begin = s.iad_begin.or(t.iad_begin);
-            t.epochs = s.epochs.or(t.epochs);
-            t.milestones = s.milestones.clone().or(t.milestones.take());
-            t.batch_size = s.batch_size.or(t.batch_size);
-            t.lr = s.lr.or(t.lr);
+    /// The top of the file gives no setting the grid sets for each cell; each
+    /// `[methods.NAME]` names a registered method and gives only per-method settings.
+    fn check_method_tables(&self) -> Result<(), GridError> {
+        let roles = [Some(&self.teacher), self.surrogate.as_ref()];
+        let layers =
+            std::iter::once(&self.train).chain(roles.into_iter().flatten().map(|r| &r.train));
+        for key in layers.flat_map(TrainOverrides::given) {
+            if SETTINGS
+                .iter()
+                .any(|s| s.key == key && s.scope == Scope::Grid)
+            {
+                return Err(GridError::SetByGrid { key });
+            }
+        }
+        for (method, settings) in &self.methods {
+            crate::methods::lookup(method).map_err(|source| GridError::MethodTable {
+                method: method.clone(),
+                source,
+            })?;
+            for key in settings.given() {
+                // A method's own hyperparameters are per-method settings.
+                let scope = match SETTINGS.iter().find(|s| s.key == key) {
+                    Some(s) => Some(s.scope),
+                    None => crate::methods::params()
+                        .iter()
+                        .any(|p| p.key == key)
+                        .then_some(Scope::Method),
+                };
+                if scope != Some(Scope::Method) {
+                    return Err(GridError::NotPerMethod {
+                        method: method.clone(),
+                        key,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `t` with `[methods.<method>]` merged over it (the method's settings win).
+    fn with_method_settings(&self, method: &str, t: TrainOverrides) -> TrainOverrides {
+        match self.methods.get(method) {
+            Some(s) => t.merged(s.clone()),
+            None => t,
         }
     }
 
@@ -425,4 +502,160 @@ pub fn is_finished(out: &Path, cell: &Cell) -> bool {
         .ok()
         .and_then(|t| serde_json::from_str::<CellRecord>(&t).ok())
         .is_some_and(|r| r.finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "dataset = 'fashion-mnist'\nepochs = 6\n[teacher]\nmodel = 'cnn-small'\n\
+                        [[student]]\nmodel = 'cnn-small'\nmethods = ['trades', 'rslad']\n";
+
+    fn cells(extra: &str) -> Result<Vec<Cell>, GridError> {
+        let cfg: ExperimentConfig = toml::from_str(&format!("{BASE}{extra}")).unwrap();
+        cfg.cells(Path::new("/tmp/unused"))
+    }
+
+    /// `[methods.NAME]` is a layer of the settings: any per-method setting is merged over the
+    /// experiment's values for that method's cells only.
+    #[test]
+    fn method_tables_are_a_settings_layer() {
+        let cells = cells("[methods.trades]\nmomentum = 0.8\nbeta = 3.0\n").unwrap();
+        let trades = cells.iter().find(|c| c.method == "trades").unwrap();
+        let rslad = cells.iter().find(|c| c.method == "rslad").unwrap();
+        assert_eq!(
+            (trades.train.momentum, trades.train.beta),
+            (Some(0.8), Some(3.0))
+        );
+        assert_eq!((rslad.train.momentum, rslad.train.beta), (None, None));
+        assert_eq!(trades.train.epochs, Some(6));
+        let t = trades.train.clone().resolve().unwrap();
+        assert_eq!((t.momentum, t.method.beta), (0.8, 3.0));
+    }
+
+    /// A typo in a method table's name, or a setting that is one value per cell, is refused
+    /// instead of silently ignored.
+    #[test]
+    fn method_tables_name_known_methods_and_per_method_settings() {
+        let e = cells("[methods.trade]\nbeta = 3.0\n").unwrap_err();
+        assert!(matches!(e, GridError::MethodTable { .. }), "{e}");
+        assert!(e.to_string().contains("unknown method 'trade'"), "{e}");
+        let e = cells("[methods.trades]\nseed = 3\n").unwrap_err();
+        assert!(
+            matches!(e, GridError::NotPerMethod { key: "seed", .. }),
+            "{e}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod method_params {
+    use super::*;
+
+    /// `[methods.probe] probe_scale = 3.0` reaches the probe's cells only.
+    #[test]
+    fn a_method_hyperparameter_is_set_per_method() {
+        let cfg: ExperimentConfig = toml::from_str(
+            "dataset = 'fashion-mnist'\n[teacher]\nmodel = 'cnn-small'\n\
+             [[student]]\nmodel = 'cnn-small'\nmethods = ['probe', 'sat']\n\
+             [methods.probe]\nprobe_scale = 3.0\n",
+        )
+        .unwrap();
+        let cells = cfg.cells(Path::new("/tmp/unused")).unwrap();
+        let resolved = |m: &str| {
+            let c = cells.iter().find(|c| c.method == m).unwrap();
+            c.train.clone().resolve().unwrap().method
+        };
+        assert_eq!(resolved("probe").param("probe_scale"), 3.0);
+        assert!(resolved("sat").params.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod layers {
+    use super::*;
+
+    const FILE: &str = "dataset = 'fashion-mnist'\nepochs = 4\neps = '8/255'\nbeta = 3.0\n\
+                        [teacher]\nmodel = 'cnn-small'\nmethod = 'trades'\nlr = 0.02\n\
+                        [[student]]\nmodel = 'cnn-small'\nmethods = ['trades', 'rslad']\n\
+                        [methods.trades]\nbeta = 5.0\n";
+
+    /// The top of the file, `[methods.NAME]` and the role's own table are layers of the one
+    /// settings struct, merged in that order; any setting may be given at the top.
+    #[test]
+    fn the_top_of_the_file_is_the_first_settings_layer() {
+        let cfg: ExperimentConfig = toml::from_str(FILE).unwrap();
+        assert_eq!(cfg.train.epochs, Some(4));
+        assert!((cfg.eps().unwrap() - 8.0 / 255.0).abs() < 1e-12);
+        let cells = cfg.cells(Path::new("/tmp/unused")).unwrap();
+        let cell = |name: &str| {
+            let c = cells.iter().find(|c| c.name == name).unwrap();
+            c.train.clone().resolve().unwrap()
+        };
+        let teacher = cell("teacher-cnn-small-trades");
+        assert_eq!((teacher.lr, teacher.method.beta), (0.02, 5.0));
+        let trades = cell("cnn-small-trades-s0");
+        assert_eq!(
+            (trades.lr, trades.method.beta, trades.epochs),
+            (0.1, 5.0, 4)
+        );
+        let rslad = cell("cnn-small-rslad-s0");
+        assert_eq!(rslad.method.beta, 3.0);
+        assert!((rslad.method.eps - 8.0 / 255.0).abs() < 1e-12);
+    }
+
+    /// What the grid sets for each cell is refused at the top and in a role's table; an
+    /// unknown key anywhere is named.
+    #[test]
+    fn grid_settings_and_unknown_keys_are_refused() {
+        for (layer, extra) in [
+            ("top", FILE.replace("beta = 3.0\n", "seed = 2\n")),
+            ("teacher", FILE.replace("lr = 0.02\n", "seed = 2\n")),
+            (
+                "top",
+                FILE.replace("beta = 3.0\n", "kl_reduction = 'batchmean'\n"),
+            ),
+        ] {
+            let cfg: ExperimentConfig = toml::from_str(&extra).unwrap();
+            let e = cfg.cells(Path::new("/tmp/unused")).unwrap_err();
+            assert!(matches!(e, GridError::SetByGrid { .. }), "{layer}: {e}");
+        }
+        for bad in [
+            FILE.replace("beta = 3.0\n", "learning_rate = 1\n"),
+            FILE.replace("lr = 0.02\n", "size = 3\n"),
+        ] {
+            let e = toml::from_str::<ExperimentConfig>(&bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("learning_rate") || e.contains("size"), "{e}");
+        }
+    }
+
+    /// `experiment.toml`, as the run records it, reads back the same.
+    #[test]
+    fn the_recorded_experiment_reads_back() {
+        let cfg: ExperimentConfig = toml::from_str(FILE).unwrap();
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(
+            toml::from_str::<ExperimentConfig>(&text).unwrap(),
+            cfg,
+            "{text}"
+        );
+        for file in [
+            "cifar10-paper.toml",
+            "fashion-mnist.toml",
+            "fashion-mnist-claim.toml",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("experiments")
+                .join(file);
+            let cfg = ExperimentConfig::from_file(&path).unwrap();
+            let text = toml::to_string(&cfg).unwrap();
+            assert_eq!(
+                toml::from_str::<ExperimentConfig>(&text).unwrap(),
+                cfg,
+                "{file}"
+            );
+        }
+    }
 }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
     /// The experiment file or a cell's settings.
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] GridError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -176,7 +176,11 @@ fn train_or_take(
         .train
         .clone()
         .resolve()
-        .map_err(ExperimentError::Config)?;
+        .map_err(|source| GridError::Cell {
+            index: cell.index,
+            name: cell.name.clone(),
+            source: Box::new(source),
+        })?;
     train::run(&tc, device, observer).map_err(|source| ExperimentError::Train {
         cell: cell.name.clone(),
         source,

@@ -4,13 +4,33 @@
 //! PyTorch's default `KLDivLoss()` (mean over all B·C elements) unless `batchmean` is asked for.
 
 use super::kl::{kl_div, KlReduction};
+use super::AttackBn;
+use super::MethodEntry;
 use super::{
     ce_inner, ce_mean, train_forward, BnPasses, Inner, Method, MethodConfig, StepInput, StepOutput,
 };
+use crate::data::DatasetKind;
 use crate::models::Model;
 use burn::prelude::*;
 
 pub struct Ard(pub MethodConfig);
+
+pub const ENTRY: MethodEntry = MethodEntry {
+    name: "ard",
+    robust: true,
+    needs_teacher: true,
+    reads: &["alpha", "temperature", "kl_reduction", "bn_passes"],
+    params: &[],
+    defaults,
+    kl_scale: super::unscaled,
+    build: |config| Box::new(Ard(config)),
+};
+
+/// ARD's inner attack keeps BatchNorm in training mode and its τ is 30 (docs/spec/methods.md).
+fn defaults(c: &mut MethodConfig, _: DatasetKind, _: usize) {
+    c.attack_bn = AttackBn::Train;
+    c.temperature = 30.0;
+}
 
 /// α·τ²·KL(T(x)/τ ‖ S(x')/τ) + (1−α)·CE(S(x), y); `clean` is needed only when α < 1.
 pub fn outer_loss(

@@ -9,16 +9,37 @@
 //! x', then x, and from `iad_begin` on x again.
 
 use super::kl::{kl_both, kl_div, KlReduction};
+use super::AttackBn;
+use super::MethodEntry;
 use super::{
     ce_inner, ce_mean, teacher_logits, train_forward, BnPasses, Inner, Method, MethodConfig,
     StepInput, StepOutput,
 };
 use crate::attacks::losses::pick;
+use crate::data::DatasetKind;
 use crate::models::Model;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 pub struct Iad(pub MethodConfig);
+
+pub const ENTRY: MethodEntry = MethodEntry {
+    name: "iad",
+    robust: true,
+    needs_teacher: true,
+    reads: &["beta", "alpha", "temperature", "iad_begin", "bn_passes"],
+    params: &[],
+    defaults,
+    kl_scale: super::unscaled,
+    build: |config| Box::new(Iad(config)),
+};
+
+/// IAD's inner attack keeps BatchNorm in training mode and its trust exponent β is 0.1
+/// (docs/spec/methods.md).
+fn defaults(c: &mut MethodConfig, _: DatasetKind, _: usize) {
+    c.attack_bn = AttackBn::Train;
+    c.beta = 0.1;
+}
 
 /// The IAD-I loss. `trust` = a_i = P_T(x')[y]^β per example (a constant), given only from
 /// `iad_begin` on; `clean` is needed when `trust` is given or α < 1.

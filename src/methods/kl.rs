@@ -5,8 +5,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
 /// How a KL over `[B, C]` is reduced to a scalar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KlReduction {
     /// Mean over all B·C elements (PyTorch `KLDivLoss()` default, RSLAD's `torch.mean`).
     Official,
@@ -24,6 +23,17 @@ impl std::str::FromStr for KlReduction {
         }
     }
 }
+
+impl std::fmt::Display for KlReduction {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            KlReduction::Official => "official",
+            KlReduction::Batchmean => "batchmean",
+        })
+    }
+}
+
+crate::units::serde_as_text!(KlReduction);
 
 fn reduce(elements: Tensor<2>, reduction: KlReduction) -> Tensor<1> {
     let b = elements.dims()[0];

@@ -6,6 +6,8 @@ pub mod ard;
 pub mod iad;
 pub mod kl;
 pub mod natural;
+#[cfg(test)]
+pub mod probe;
 pub mod rslad;
 pub mod sat;
 pub mod trades;
@@ -18,30 +20,132 @@ use burn::module::Module;
 use burn::prelude::*;
 pub use kl::KlReduction;
 
-/// The methods by name: adding one is a file and a line here.
-pub const METHODS: &[&str] = &["natural", "sat", "trades", "ard", "iad", "rslad"];
+/// The methods: adding one is its file (with its [`MethodEntry`]) and a line here. Every
+/// list of method names, teacher rule and "unknown method" message is derived from it.
+pub const METHODS: &[&MethodEntry] = &[
+    &natural::ENTRY,
+    &sat::ENTRY,
+    &trades::ENTRY,
+    &ard::ENTRY,
+    &iad::ENTRY,
+    &rslad::ENTRY,
+    // A method that exists for the registry's own tests: one file, one hyperparameter.
+    #[cfg(test)]
+    &probe::ENTRY,
+];
+
+/// What the trainer, the command line, the TOML config and experiments know of a method;
+/// each method file exports its own as `ENTRY`.
+#[derive(Debug)]
+pub struct MethodEntry {
+    pub name: &'static str,
+    /// Trains against an inner attack (every method but natural training).
+    pub robust: bool,
+    /// Distills a teacher: it needs `teacher` and `teacher_model`, and an experiment gives it
+    /// the experiment's teacher.
+    pub needs_teacher: bool,
+    /// The method settings it reads (keys of [`crate::train::TrainOverrides`]) beyond the
+    /// inner attack's: `kl_reduction` here allows an experiment's `NAME:batchmean`;
+    /// `bn_passes` says the official code runs extra student passes; `iad_begin` that the
+    /// introspection start epoch must come before the last epoch.
+    pub reads: &'static [&'static str],
+    /// Hyperparameters of its own: each is a setting (flag, TOML key, experiment
+    /// `[methods.NAME]` key) and is recorded in `config.toml` under `[method.params]`.
+    pub params: &'static [Param],
+    /// Its spec defaults where they differ from the common ones of
+    /// [`MethodConfig::defaults`] (docs/spec/methods.md).
+    pub defaults: fn(&mut MethodConfig, DatasetKind, usize),
+    /// The factor on its KL terms for a dataset and reduction (1 for most methods).
+    pub kl_scale: fn(DatasetKind, KlReduction) -> f64,
+    pub build: fn(MethodConfig) -> Box<dyn Method>,
+}
+
+impl MethodEntry {
+    /// Whether the method reads the setting `key` (one of its own hyperparameters included).
+    pub fn reads(&self, key: &str) -> bool {
+        self.reads.contains(&key) || self.param(key).is_some()
+    }
+
+    pub fn param(&self, key: &str) -> Option<&'static Param> {
+        self.params.iter().find(|p| p.key == key)
+    }
+}
+
+/// A method's own hyperparameter (a number). Adding one to a method is a line in its
+/// [`MethodEntry::params`]; the method reads it with [`MethodConfig::param`].
+#[derive(Debug)]
+pub struct Param {
+    /// Its key in files and settings; the flag is the key with `-` for `_`.
+    pub key: &'static str,
+    pub help: &'static str,
+    pub default: f64,
+    /// Whether a value is allowed, and the message's "must be ..." when it is not.
+    pub valid: fn(f64) -> bool,
+    pub want: &'static str,
+}
+
+/// Every method's own hyperparameter, each key once (methods may share a key).
+pub fn params() -> Vec<&'static Param> {
+    let mut all: Vec<&'static Param> = Vec::new();
+    for p in METHODS.iter().flat_map(|m| m.params) {
+        if all.iter().all(|q| q.key != p.key) {
+            all.push(p);
+        }
+    }
+    all
+}
+
+/// The methods that have the hyperparameter `key`, for help lines.
+pub fn methods_with_param(key: &str) -> Vec<&'static str> {
+    METHODS
+        .iter()
+        .filter(|m| m.param(key).is_some())
+        .map(|m| m.name)
+        .collect()
+}
+
+/// A method name not in [`METHODS`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown method '{name}'; known: {}", known_methods())]
+pub struct UnknownMethod {
+    pub name: String,
+}
+
+/// The registered names, comma-separated, for messages and help.
+pub fn known_methods() -> String {
+    METHODS
+        .iter()
+        .map(|m| m.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The registry entry of `name`.
+pub fn lookup(name: &str) -> Result<&'static MethodEntry, UnknownMethod> {
+    METHODS
+        .iter()
+        .copied()
+        .find(|m| m.name == name)
+        .ok_or_else(|| UnknownMethod {
+            name: name.to_string(),
+        })
+}
+
+/// Defaults every method keeps unless its entry changes them.
+fn no_defaults(_: &mut MethodConfig, _: DatasetKind, _: usize) {}
+
+/// No factor on the KL terms.
+fn unscaled(_: DatasetKind, _: KlReduction) -> f64 {
+    1.0
+}
 
 pub fn build(config: &MethodConfig) -> Result<Box<dyn Method>, String> {
-    let m: Box<dyn Method> = match config.name.as_str() {
-        "natural" => Box::new(natural::Natural(config.clone())),
-        "sat" => Box::new(sat::Sat(config.clone())),
-        "trades" => Box::new(trades::Trades(config.clone())),
-        "ard" => Box::new(ard::Ard(config.clone())),
-        "iad" => Box::new(iad::Iad(config.clone())),
-        "rslad" => Box::new(rslad::Rslad(config.clone())),
-        other => {
-            return Err(format!(
-                "unknown method '{other}'; known: {}",
-                METHODS.join(", ")
-            ))
-        }
-    };
-    Ok(m)
+    let entry = lookup(&config.name).map_err(|e| e.to_string())?;
+    Ok((entry.build)(config.clone()))
 }
 
 /// BatchNorm mode of the student during the inner attack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttackBn {
     /// Batch statistics, running statistics updated (ARD's and IAD's official code).
     Train,
@@ -60,10 +164,20 @@ impl std::str::FromStr for AttackBn {
     }
 }
 
+impl std::fmt::Display for AttackBn {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            AttackBn::Train => "train",
+            AttackBn::Eval => "eval",
+        })
+    }
+}
+
+crate::units::serde_as_text!(AttackBn);
+
 /// Which student forward passes in training mode a step runs, each one updating the BatchNorm
 /// running statistics the evaluated model keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BnPasses {
     /// Every pass the official code runs, used or not: ARD's clean pass even at α = 1, IAD's
     /// clean pass (and a second one in the introspection phase), TRADES' clean batch twice
@@ -91,20 +205,25 @@ impl std::str::FromStr for BnPasses {
     }
 }
 
+impl std::fmt::Display for BnPasses {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            BnPasses::Official => "official",
+            BnPasses::Minimal => "minimal",
+        })
+    }
+}
+
+crate::units::serde_as_text!(BnPasses);
+
 fn one() -> f64 {
     1.0
 }
 
-/// The factor on RSLAD's two KL terms. The official CIFAR-100 scripts multiply each
-/// element-mean KL by 10 (`resnet18_rslad_cifar100.py`: "to keep consistent with CIFAR-10"),
-/// undoing the extra 1/10 of a mean over C = 100 classes instead of 10; the batch-mean KL has
-/// no 1/C and needs no factor (docs/spec/methods.md, RSLAD).
-pub fn rslad_kl_scale(name: &str, dataset: DatasetKind, reduction: KlReduction) -> f64 {
-    if name == "rslad" && dataset == DatasetKind::Cifar100 && reduction == KlReduction::Official {
-        10.0
-    } else {
-        1.0
-    }
+/// The factor on the KL terms of method `name` (RSLAD's ×10 on CIFAR-100 with the official
+/// reduction, [`rslad::kl_scale`]; 1 for the others and for unknown names).
+pub fn kl_scale(name: &str, dataset: DatasetKind, reduction: KlReduction) -> f64 {
+    lookup(name).map_or(1.0, |m| (m.kl_scale)(dataset, reduction))
 }
 
 /// Every hyperparameter of every method; each method reads the ones it uses. Defaults follow
@@ -127,7 +246,7 @@ pub struct MethodConfig {
     /// ARD / RSLAD: reduction of the KL terms.
     pub kl_reduction: KlReduction,
     /// RSLAD: factor on both KL terms (10 on CIFAR-100 with the official reduction, see
-    /// [`rslad_kl_scale`]); 1 in configs written before it was recorded.
+    /// [`kl_scale`]); 1 in configs written before it was recorded.
     #[serde(default = "one")]
     pub kl_scale: f64,
     /// Student passes per step (see [`BnPasses`]).
@@ -135,28 +254,29 @@ pub struct MethodConfig {
     pub bn_passes: BnPasses,
     /// IAD: first epoch (from 0) with the introspection term.
     pub iad_begin: usize,
+    /// The method's own hyperparameters ([`MethodEntry::params`]); absent, not empty, for the
+    /// methods that have none, so their recorded configs read as before.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, f64>,
 }
 
 impl MethodConfig {
-    /// The spec's values for `name` on `dataset`, trained for `epochs` epochs.
+    /// The spec's values for `name` on `dataset`, trained for `epochs` epochs: the common
+    /// ones, then the method's own ([`MethodEntry::defaults`]).
     pub fn defaults(name: &str, dataset: DatasetKind, epochs: usize) -> Self {
         let eps = dataset.default_eps();
-        MethodConfig {
+        let mut config = MethodConfig {
             name: name.to_string(),
             eps,
             attack_steps: 10,
             // 2/255 at ε = 8/255; ε/4 = 0.025 at Fashion-MNIST's ε = 0.1.
             attack_step_size: eps / 4.0,
-            attack_bn: if matches!(name, "ard" | "iad") {
-                AttackBn::Train
-            } else {
-                AttackBn::Eval
-            },
-            beta: if name == "iad" { 0.1 } else { 6.0 },
+            attack_bn: AttackBn::Eval,
+            beta: 6.0,
             alpha: 1.0,
-            temperature: if name == "ard" { 30.0 } else { 1.0 },
+            temperature: 1.0,
             kl_reduction: KlReduction::Official,
-            kl_scale: rslad_kl_scale(name, dataset, KlReduction::Official),
+            kl_scale: kl_scale(name, dataset, KlReduction::Official),
             bn_passes: BnPasses::Official,
             // 60 of IAD's 200 epochs; scaled for shorter runs.
             iad_begin: if epochs >= 200 {
@@ -164,15 +284,58 @@ impl MethodConfig {
             } else {
                 (epochs as f64 * 0.3).round() as usize
             },
+            params: Default::default(),
+        };
+        if let Ok(entry) = lookup(name) {
+            for p in entry.params {
+                config.params.insert(p.key.to_string(), p.default);
+            }
+            (entry.defaults)(&mut config, dataset, epochs);
         }
+        config
+    }
+
+    /// The registry entry of this method.
+    pub fn entry(&self) -> Result<&'static MethodEntry, UnknownMethod> {
+        lookup(&self.name)
     }
 
     pub fn needs_teacher(&self) -> bool {
-        matches!(self.name.as_str(), "ard" | "iad" | "rslad")
+        self.entry().is_ok_and(|m| m.needs_teacher)
     }
 
     pub fn is_robust(&self) -> bool {
-        self.name != "natural"
+        self.entry().map_or(self.name != "natural", |m| m.robust)
+    }
+
+    /// The value of the method's own hyperparameter `key` (resolved configs hold every one
+    /// of the method's [`MethodEntry::params`]).
+    pub fn param(&self, key: &str) -> f64 {
+        *self
+            .params
+            .get(key)
+            .unwrap_or_else(|| panic!("method {} has no hyperparameter {key}", self.name))
+    }
+
+    /// Whether the method reads the setting `key` (see [`MethodEntry::reads`]).
+    pub fn reads(&self, key: &str) -> bool {
+        self.entry().is_ok_and(|m| m.reads(key))
+    }
+
+    /// This config with the settings that cannot change what the method trains set to fixed
+    /// values: the introspection start (derived from the epoch count) for a method that does
+    /// not read it, and the BatchNorm passes for one whose official code runs no extra pass
+    /// (runs recorded before the option read as `minimal`). Two runs of the same method are
+    /// the same run when these agree.
+    pub fn comparable(&self) -> Self {
+        let mut c = self.clone();
+        if !self.reads("iad_begin") {
+            c.iad_begin = 0;
+        }
+        if !self.reads("bn_passes") {
+            c.bn_passes = BnPasses::Official;
+        }
+        c
     }
 }
 
@@ -302,4 +465,63 @@ pub fn ce_inner<'a>(input: &'a StepInput, clip_start: bool) -> Inner<'a> {
 /// Cross-entropy, batch mean, on the autodiff device.
 pub fn ce_mean(z: Tensor<2>, y: &Tensor<1, Int>) -> Tensor<1> {
     crate::attacks::losses::cross_entropy(z, y.clone().autodiff()).mean()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::SETTINGS;
+
+    /// Names are unique, every key a method reads is a setting, and a method that reads the
+    /// KL reduction or the BatchNorm passes really has the choice (its defaults say so).
+    #[test]
+    fn registry_entries_are_consistent() {
+        for (i, m) in METHODS.iter().enumerate() {
+            assert!(
+                METHODS[..i].iter().all(|o| o.name != m.name),
+                "{} twice",
+                m.name
+            );
+            assert_eq!(lookup(m.name).unwrap().name, m.name);
+            for key in m.reads {
+                assert!(
+                    SETTINGS.iter().any(|s| s.key == *key),
+                    "{}: {key} is not a setting",
+                    m.name
+                );
+            }
+            let c = MethodConfig::defaults(m.name, DatasetKind::FashionMnist, 10);
+            assert_eq!(build(&c).unwrap().config().name, m.name);
+        }
+        let e = lookup("magic").unwrap_err().to_string();
+        assert!(e.contains("magic") && e.contains("rslad"), "{e}");
+        assert!(build(&MethodConfig::defaults("magic", DatasetKind::Cifar10, 1)).is_err());
+    }
+
+    /// The defaults each entry sets are the spec's (docs/spec/methods.md).
+    #[test]
+    fn entries_keep_the_spec_defaults() {
+        let d = |name| MethodConfig::defaults(name, DatasetKind::Cifar100, 200);
+        assert_eq!(d("ard").attack_bn, AttackBn::Train);
+        assert_eq!(d("ard").temperature, 30.0);
+        assert_eq!((d("iad").beta, d("iad").attack_bn), (0.1, AttackBn::Train));
+        assert_eq!(d("iad").iad_begin, 60);
+        assert_eq!(
+            (d("trades").beta, d("trades").attack_bn),
+            (6.0, AttackBn::Eval)
+        );
+        assert_eq!(d("rslad").kl_scale, 10.0);
+        assert_eq!(
+            kl_scale("rslad", DatasetKind::Cifar100, KlReduction::Batchmean),
+            1.0
+        );
+        assert_eq!(d("ard").kl_scale, 1.0);
+        let needs: Vec<&str> = METHODS
+            .iter()
+            .filter(|m| m.needs_teacher)
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(needs, ["ard", "iad", "rslad"]);
+        assert!(!d("natural").is_robust() && d("sat").is_robust());
+    }
 }

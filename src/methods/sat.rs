@@ -1,11 +1,23 @@
 //! SAT, PGD adversarial training (Madry et al. 2018). Inner: maximise CE(S(x'), y) from
 //! x + U(−ε, ε) clipped to [0,1], 10 steps of ε/4. Outer: CE(S(x'), y), batch mean.
 
+use super::MethodEntry;
 use super::{ce_inner, ce_mean, train_forward, Inner, Method, MethodConfig, StepInput, StepOutput};
 use crate::models::Model;
 use burn::prelude::*;
 
 pub struct Sat(pub MethodConfig);
+
+pub const ENTRY: MethodEntry = MethodEntry {
+    name: "sat",
+    robust: true,
+    needs_teacher: false,
+    reads: &[],
+    params: &[],
+    defaults: super::no_defaults,
+    kl_scale: super::unscaled,
+    build: |config| Box::new(Sat(config)),
+};
 
 impl Method for Sat {
     fn config(&self) -> &MethodConfig {

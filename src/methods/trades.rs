@@ -5,6 +5,7 @@
 //! student on x, x' and x again (`bn_passes = official`).
 
 use super::kl::kl_both;
+use super::MethodEntry;
 use super::{
     ce_mean, teacher_logits, train_forward, BnPasses, Inner, Method, MethodConfig, StepInput,
     StepOutput,
@@ -17,6 +18,17 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 pub struct Trades(pub MethodConfig);
+
+pub const ENTRY: MethodEntry = MethodEntry {
+    name: "trades",
+    robust: true,
+    needs_teacher: false,
+    reads: &["beta", "bn_passes"],
+    params: &[],
+    defaults: super::no_defaults,
+    kl_scale: super::unscaled,
+    build: |config| Box::new(Trades(config)),
+};
 
 /// CE(clean, y) + β·batch-mean KL(softmax(clean) ‖ softmax(adv)).
 pub fn outer_loss(clean: Tensor<2>, adv: Tensor<2>, y: &Tensor<1, Int>, beta: f64) -> Tensor<1> {

@@ -109,6 +109,9 @@ impl FromStr for Arch {
     }
 }
 
+// Read and written by name, as the command line spells it.
+crate::units::serde_as_text!(Arch);
+
 impl std::fmt::Display for Arch {
     /// The canonical name, which parses back to the same architecture.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

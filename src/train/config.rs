@@ -4,6 +4,8 @@
 use crate::data::DatasetKind;
 use crate::methods::{AttackBn, BnPasses, KlReduction, MethodConfig};
 use crate::models::Arch;
+use crate::units::Fraction;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Everything needed to repeat a run.
@@ -14,7 +16,8 @@ pub struct TrainConfig {
     pub data_dir: Option<PathBuf>,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
-    pub model: String,
+    /// Recorded by its canonical name (a name `Arch` parses, as in earlier configs).
+    pub model: Arch,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -37,191 +40,485 @@ pub struct TrainConfig {
     pub method: MethodConfig,
 }
 
-/// Settings given by a TOML file or flags; anything left out takes its default.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainOverrides {
-    pub method: Option<String>,
-    pub dataset: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub train_limit: Option<usize>,
-    pub test_limit: Option<usize>,
-    pub model: Option<String>,
-    pub epochs: Option<usize>,
-    pub batch_size: Option<usize>,
-    pub lr: Option<f64>,
-    pub momentum: Option<f64>,
-    pub weight_decay: Option<f64>,
-    pub milestones: Option<Vec<usize>>,
-    pub gamma: Option<f64>,
-    pub seed: Option<u64>,
-    pub augment: Option<bool>,
-    pub teacher: Option<PathBuf>,
-    pub teacher_model: Option<String>,
-    pub monitor_examples: Option<usize>,
-    pub eval_batch_size: Option<usize>,
-    pub out: Option<PathBuf>,
-    /// `0.1` or `8/255`.
-    pub eps: Option<String>,
-    pub attack_steps: Option<usize>,
-    /// `0.025` or `2/255`.
-    pub attack_step_size: Option<String>,
-    pub attack_bn: Option<String>,
-    pub beta: Option<f64>,
-    pub alpha: Option<f64>,
-    pub temperature: Option<f64>,
-    pub kl_reduction: Option<String>,
-    /// `official` or `minimal` (see [`BnPasses`]).
-    pub bn_passes: Option<String>,
-    pub iad_begin: Option<usize>,
+/// Why a run configuration was refused. Messages name settings by their key (as a TOML file
+/// spells them); the command line adds the flag ([`ConfigError::key`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no {key} given ({hint})")]
+    Missing {
+        key: &'static str,
+        hint: &'static str,
+    },
+    #[error("{key} {value} must be {want}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        want: String,
+    },
+    #[error("{key}: {source}")]
+    Quantity {
+        key: &'static str,
+        source: crate::units::UnitsError,
+    },
+    #[error("{key} is 0; it must be at least 1{why}")]
+    Zero { key: &'static str, why: String },
+    #[error("{key} is 0: no images would be used; leave it out to use all of them")]
+    NoImages { key: &'static str },
+    #[error("{key} is not a hyperparameter of method {method}")]
+    NotAParam { key: String, method: String },
+    #[error(transparent)]
+    UnknownMethod(#[from] crate::methods::UnknownMethod),
+    #[error(transparent)]
+    Dataset(#[from] crate::data::DataError),
+    #[error("model: {0}")]
+    ModelSize(String),
+    #[error(
+        "method {method} distills a teacher: set teacher (--teacher FILE, an rslad checkpoint; \
+         `rslad import` converts PyTorch ones) and teacher_model (--teacher-model NAME)"
+    )]
+    NoTeacher { method: String },
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}{source}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Toml {
+        path: Option<PathBuf>,
+        source: toml::de::Error,
+    },
 }
 
-macro_rules! take_newer {
-    ($base:ident, $new:ident, $($f:ident),*) => { $( if $new.$f.is_some() { $base.$f = $new.$f; } )* };
+impl ConfigError {
+    /// The setting the error is about, if it is one setting.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::Missing { key, .. }
+            | ConfigError::Invalid { key, .. }
+            | ConfigError::Quantity { key, .. }
+            | ConfigError::Zero { key, .. }
+            | ConfigError::NoImages { key } => Some(key),
+            ConfigError::UnknownMethod(_) => Some("method"),
+            ConfigError::Dataset(_) => Some("dataset"),
+            ConfigError::ModelSize(_) => Some("model"),
+            ConfigError::NoTeacher { .. } => Some("teacher"),
+            ConfigError::Read { .. } | ConfigError::Toml { .. } | ConfigError::NotAParam { .. } => {
+                None
+            }
+        }
+    }
+}
+
+/// For callers that still report errors as text.
+impl From<ConfigError> for String {
+    fn from(e: ConfigError) -> String {
+        e.to_string()
+    }
+}
+
+/// Where a setting may be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// What an experiment's grid sets for each cell (method, model, seed, teacher, run
+    /// directory, KL reduction): flags and a TOML file only.
+    Grid,
+    /// One value for a whole run or experiment (flags, a TOML file, an experiment's top).
+    Cell,
+    /// Also per method in an experiment (`[methods.trades] epochs = 100`): the baselines'
+    /// official codes train on their own schedules and hyperparameters.
+    Method,
+}
+
+/// One setting as the table below defines it: its TOML key (the flag is the key with `-`
+/// for `_`), its help line and where it may be given.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub key: &'static str,
+    pub help: &'static str,
+    pub scope: Scope,
+    /// See [`SettingValue::SYNTAX`].
+    pub syntax: bool,
+}
+
+impl Setting {
+    /// The flag that gives it: `--eval-batch-size` for `eval_batch_size`.
+    pub fn flag(&self) -> String {
+        format!("--{}", self.key.replace('_', "-"))
+    }
+}
+
+/// A setting's value as a flag spells it (a TOML file spells it the same through serde).
+pub trait SettingValue: Sized + Clone + Send + Sync + 'static {
+    /// Whether a bad spelling is a usage error of the command line (a number, a flag's
+    /// syntax) rather than a value the configuration refuses (a name from a closed set).
+    const SYNTAX: bool = true;
+    fn from_text(text: &str) -> Result<Self, String>;
+}
+
+macro_rules! setting_value_from_str {
+    ($syntax:literal: $($t:ty),*) => {$(
+        impl SettingValue for $t {
+            const SYNTAX: bool = $syntax;
+            fn from_text(text: &str) -> Result<Self, String> {
+                text.trim().parse::<$t>().map_err(|e| e.to_string())
+            }
+        }
+    )*};
+}
+setting_value_from_str!(true: usize, u64, f64, bool);
+setting_value_from_str!(false: Arch, AttackBn, KlReduction, BnPasses);
+
+impl SettingValue for String {
+    const SYNTAX: bool = false;
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(text.to_string())
+    }
+}
+
+impl SettingValue for PathBuf {
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(PathBuf::from(text))
+    }
+}
+
+impl SettingValue for Fraction {
+    const SYNTAX: bool = false;
+    /// Kept as given; parsed (and checked) when the configuration is resolved.
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(Fraction::from(text))
+    }
+}
+
+/// Milestones: `215,260,285`, or `none` (or nothing) for a constant rate.
+impl SettingValue for Vec<usize> {
+    fn from_text(text: &str) -> Result<Self, String> {
+        if text.trim() == "none" || text.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        text.split(',')
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("milestone '{v}' is not an epoch number"))
+            })
+            .collect()
+    }
+}
+
+/// Defines every setting once (doc = help line, key, type, scope) and generates from that
+/// table the settings struct, [`SETTINGS`], the merge of two layers and the parsing of flag
+/// text: a setting cannot have a key without a flag or be left out of the merge.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $key:ident: $ty:ty, $scope:ident; )+) => {
+        /// Settings given by flags, a TOML file or an experiment; anything left out takes its
+        /// default. Each source is a layer of this one struct, combined by
+        /// [`TrainOverrides::merged`]; the table in src/train/config.rs defines every field,
+        /// and the methods' own hyperparameters ([`crate::methods::Param`]) are `params`.
+        #[derive(Debug, Clone, Default, PartialEq)]
+        pub struct TrainOverrides {
+            $( $(#[doc = $doc])+ pub $key: Option<$ty>, )+
+            /// The methods' own hyperparameters, by key (each a registered
+            /// [`crate::methods::Param`]); a file spells them as top-level keys.
+            pub params: BTreeMap<String, f64>,
+        }
+
+        /// Every setting, in the order of [`TrainOverrides`]' fields.
+        pub const SETTINGS: &[Setting] = &[
+            $( Setting {
+                key: stringify!($key),
+                help: concat!($($doc),+),
+                scope: Scope::$scope,
+                syntax: <$ty as SettingValue>::SYNTAX,
+            }, )+
+        ];
+
+        const KEYS: &[&str] = &[$( stringify!($key) ),+];
+
+        impl TrainOverrides {
+            /// `self` with every setting that `newer` gives replaced.
+            pub fn merged(mut self, newer: TrainOverrides) -> Self {
+                $( if newer.$key.is_some() { self.$key = newer.$key; } )+
+                self.params.extend(newer.params);
+                self
+            }
+
+            /// The keys of the settings this layer gives.
+            pub fn given(&self) -> Vec<&'static str> {
+                let mut keys = Vec::new();
+                $( if self.$key.is_some() { keys.push(stringify!($key)); } )+
+                keys.extend(param_keys(&self.params));
+                keys
+            }
+
+            /// Sets `key` from its text as a flag spells it.
+            pub fn set_text(&mut self, key: &str, text: &str) -> Result<(), String> {
+                match key {
+                    $( stringify!($key) => self.$key = Some(<$ty as SettingValue>::from_text(text)?), )+
+                    _ => match crate::methods::params().into_iter().find(|p| p.key == key) {
+                        Some(p) => {
+                            self.params.insert(p.key.to_string(), f64::from_text(text)?);
+                        }
+                        None => return Err(format!("unknown setting '{key}'")),
+                    },
+                }
+                Ok(())
+            }
+        }
+
+        /// Written as the derived form would be (`null` in JSON for a setting not given,
+        /// nothing in TOML), each method hyperparameter as a key of its own.
+        impl serde::Serialize for TrainOverrides {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeStruct;
+                let params = param_keys(&self.params);
+                let mut st = s.serialize_struct("TrainOverrides", KEYS.len() + params.len())?;
+                $( st.serialize_field(stringify!($key), &self.$key)?; )+
+                for key in params {
+                    st.serialize_field(key, &self.params[key])?;
+                }
+                st.end()
+            }
+        }
+
+        /// Reads every setting of the table and every registered method hyperparameter; any
+        /// other key is an error that names it.
+        impl<'de> serde::Deserialize<'de> for TrainOverrides {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl<'de> serde::de::Visitor<'de> for Visitor {
+                    type Value = TrainOverrides;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a table of training settings")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<TrainOverrides, A::Error> {
+                        let mut o = TrainOverrides::default();
+                        while let Some(SettingKey(key)) = map.next_key::<SettingKey>()? {
+                            match key.as_str() {
+                                $( stringify!($key) => o.$key = map.next_value()?, )+
+                                _ => {
+                                    let v: f64 = map.next_value()?;
+                                    o.params.insert(key, v);
+                                }
+                            }
+                        }
+                        Ok(o)
+                    }
+                }
+                d.deserialize_map(Visitor)
+            }
+        }
+    };
+}
+
+/// A settings key, read as an identifier so that an unknown one is refused where it stands
+/// (a TOML error then points at the key).
+struct SettingKey(String);
+
+impl<'de> serde::Deserialize<'de> for SettingKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SettingKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a setting's key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<SettingKey, E> {
+                let known =
+                    KEYS.contains(&key) || crate::methods::params().iter().any(|p| p.key == key);
+                if known {
+                    Ok(SettingKey(key.to_string()))
+                } else {
+                    Err(E::unknown_field(key, KEYS))
+                }
+            }
+        }
+        d.deserialize_identifier(Visitor)
+    }
+}
+
+/// The registered method hyperparameters among `params`, as their `'static` keys.
+fn param_keys(params: &BTreeMap<String, f64>) -> Vec<&'static str> {
+    crate::methods::params()
+        .into_iter()
+        .map(|p| p.key)
+        .filter(|k| params.contains_key(*k))
+        .collect()
+}
+
+settings! {
+    /// Training method (default natural).
+    method: String, Grid;
+    /// fashion-mnist, cifar10 or cifar100.
+    dataset: String, Cell;
+    /// Folder with the dataset's files (default: the dataset's usual place).
+    data_dir: PathBuf, Cell;
+    /// Use only the first N training images.
+    train_limit: usize, Cell;
+    /// Use only the first N test images.
+    test_limit: usize, Cell;
+    /// Model name (see `rslad models`; default cnn-small on Fashion-MNIST, resnet18 on CIFAR).
+    model: Arch, Grid;
+    /// Epochs (default 10 on Fashion-MNIST, 300 on CIFAR).
+    epochs: usize, Method;
+    /// Training batch size (default 128).
+    batch_size: usize, Method;
+    /// Learning rate (default 0.1).
+    lr: f64, Method;
+    /// SGD momentum (default 0.9).
+    momentum: f64, Method;
+    /// Weight decay (default 2e-4).
+    weight_decay: f64, Method;
+    /// Epochs (from 0) where the learning rate is multiplied by gamma, e.g. 215,260,285, or
+    /// `none` for a constant rate.
+    milestones: Vec<usize>, Method;
+    /// Factor on the learning rate at each milestone (default 0.1).
+    gamma: f64, Method;
+    /// Seed of the initialisation, shuffling and attacks (default 0).
+    seed: u64, Grid;
+    /// Random crop and flip (default: on for CIFAR, off for Fashion-MNIST).
+    augment: bool, Method;
+    /// Teacher checkpoint for ard, iad and rslad.
+    teacher: PathBuf, Grid;
+    /// The teacher's model name (checked against the checkpoint).
+    teacher_model: String, Grid;
+    /// Test images used for the per-epoch PGD-20 accuracy (the first N; default 1000).
+    monitor_examples: usize, Cell;
+    /// Batch size of the evaluations (default 256).
+    eval_batch_size: usize, Cell;
+    /// Run directory.
+    out: PathBuf, Grid;
+    /// L-inf radius of the inner attack on the [0,1] scale: 0.1 or 8/255.
+    eps: Fraction, Cell;
+    /// Steps of the inner attack (default 10).
+    attack_steps: usize, Method;
+    /// Step of the inner attack: 0.025 or 2/255 (default eps/4).
+    attack_step_size: Fraction, Method;
+    /// BatchNorm mode of the student during the inner attack: train or eval.
+    attack_bn: AttackBn, Method;
+    /// TRADES: robust-loss weight; IAD: trust exponent.
+    beta: f64, Method;
+    /// ARD/IAD: weight of the distillation terms.
+    alpha: f64, Method;
+    /// ARD/IAD: distillation temperature.
+    temperature: f64, Method;
+    /// ARD/RSLAD KL reduction: official (mean over B·C) or batchmean.
+    kl_reduction: KlReduction, Grid;
+    /// Student passes per step: official (every pass the method's official code runs, each
+    /// updating BatchNorm statistics) or minimal (only those whose output enters the loss).
+    bn_passes: BnPasses, Method;
+    /// IAD: first epoch (from 0) with the introspection term.
+    iad_begin: usize, Method;
 }
 
 impl TrainOverrides {
     /// Reads a TOML file; unknown keys are an error naming them.
-    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Toml {
+            path: Some(path.to_path_buf()),
+            source,
+        })
     }
 
-    /// `self` with every setting that `newer` gives replaced.
-    pub fn merged(mut self, newer: TrainOverrides) -> Self {
-        take_newer!(
-            self,
-            newer,
-            method,
-            dataset,
-            data_dir,
-            train_limit,
-            test_limit,
-            model,
-            epochs,
-            batch_size,
-            lr,
-            momentum,
-            weight_decay,
-            milestones,
-            gamma,
-            seed,
-            augment,
-            teacher,
-            teacher_model,
-            monitor_examples,
-            eval_batch_size,
-            out,
-            eps,
-            attack_steps,
-            attack_step_size,
-            attack_bn,
-            beta,
-            alpha,
-            temperature,
-            kl_reduction,
-            bn_passes,
-            iad_begin
-        );
-        self
+    /// Reads TOML text (a config file's content).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Toml { path: None, source })
     }
 
     /// Fills in defaults and checks every value.
-    pub fn resolve(self) -> Result<TrainConfig, String> {
+    pub fn resolve(self) -> Result<TrainConfig, ConfigError> {
         let dataset: DatasetKind = self
             .dataset
             .as_deref()
-            .ok_or("no dataset given (--dataset fashion-mnist|cifar10|cifar100)")?
-            .parse()
-            .map_err(|e: crate::data::DataError| e.to_string())?;
+            .ok_or(ConfigError::Missing {
+                key: "dataset",
+                hint: "fashion-mnist, cifar10 or cifar100",
+            })?
+            .parse()?;
         let method = self.method.unwrap_or_else(|| "natural".into());
-        if !crate::methods::METHODS.contains(&method.as_str()) {
-            return Err(format!(
-                "unknown method '{method}'; known: {}",
-                crate::methods::METHODS.join(", ")
-            ));
-        }
+        crate::methods::lookup(&method)?;
         let cpu_scale = dataset == DatasetKind::FashionMnist;
         let epochs = self.epochs.unwrap_or(if cpu_scale { 10 } else { 300 });
         if epochs == 0 {
-            return Err("--epochs must be at least 1".into());
+            return Err(ConfigError::Zero {
+                key: "epochs",
+                why: String::new(),
+            });
         }
-        let model = self
-            .model
-            .unwrap_or_else(|| if cpu_scale { "cnn-small" } else { "resnet18" }.into());
-        let arch: Arch = model
-            .parse()
-            .map_err(|e: crate::models::UnknownModel| e.to_string())?;
+        let arch = self.model.unwrap_or(if cpu_scale {
+            Arch::CnnSmall
+        } else {
+            Arch::ResNet(18)
+        });
         let mut m = MethodConfig::defaults(&method, dataset, epochs);
         if let Some(e) = &self.eps {
-            m.eps = crate::units::parse_eps(e)?;
+            m.eps = crate::units::parse_eps(e.as_str())
+                .map_err(|source| ConfigError::Quantity { key: "eps", source })?;
             m.attack_step_size = m.eps / 4.0;
         }
         if let Some(s) = &self.attack_step_size {
-            m.attack_step_size = crate::units::parse_fraction(s)?;
+            m.attack_step_size = crate::units::parse_fraction(s.as_str()).map_err(|source| {
+                ConfigError::Quantity {
+                    key: "attack_step_size",
+                    source,
+                }
+            })?;
         }
         if let Some(v) = self.attack_steps {
             m.attack_steps = v;
         }
-        if let Some(v) = &self.attack_bn {
-            m.attack_bn = v.parse::<AttackBn>()?;
+        if let Some(v) = self.attack_bn {
+            m.attack_bn = v;
         }
         if let Some(v) = self.beta {
             m.beta = v;
         }
         if let Some(v) = self.alpha {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(format!("--alpha {v} is outside [0, 1]"));
-            }
             m.alpha = v;
         }
         if let Some(v) = self.temperature {
-            if v <= 0.0 {
-                return Err(format!("--temperature {v} must be positive"));
-            }
             m.temperature = v;
         }
-        if let Some(v) = &self.kl_reduction {
-            m.kl_reduction = v.parse::<KlReduction>()?;
+        if let Some(v) = self.kl_reduction {
+            m.kl_reduction = v;
         }
-        m.kl_scale = crate::methods::rslad_kl_scale(&method, dataset, m.kl_reduction);
-        if let Some(v) = &self.bn_passes {
-            m.bn_passes = v
-                .parse::<BnPasses>()
-                .map_err(|e| format!("--bn-passes (bn_passes in a config file): {e}"))?;
+        m.kl_scale = crate::methods::kl_scale(&method, dataset, m.kl_reduction);
+        if let Some(v) = self.bn_passes {
+            m.bn_passes = v;
         }
         if let Some(v) = self.iad_begin {
             m.iad_begin = v;
         }
-        let batch_size = self.batch_size.unwrap_or(128);
-        if batch_size == 0 {
-            return Err("--batch-size must be at least 1".into());
+        // The method's own hyperparameters; those of other methods are not its settings
+        // (an experiment's values reach every cell).
+        for (key, value) in m.params.iter_mut() {
+            if let Some(v) = self.params.get(key) {
+                *value = *v;
+            }
         }
-        let lr = self.lr.unwrap_or(0.1);
-        if !(lr > 0.0 && lr.is_finite()) {
-            return Err(format!("--lr {lr} must be positive"));
-        }
-        let milestones = self
-            .milestones
-            .unwrap_or_else(|| default_milestones(epochs));
         if self.teacher.is_none() && m.needs_teacher() {
-            return Err(format!(
-                "method {method} distills a teacher: pass --teacher FILE (an rslad checkpoint; \
-                 `rslad import` converts PyTorch ones) and --teacher-model NAME"
-            ));
+            return Err(ConfigError::NoTeacher { method });
         }
         let config = TrainConfig {
             dataset,
             data_dir: self.data_dir,
             train_limit: self.train_limit,
             test_limit: self.test_limit,
-            model: arch.to_string(),
+            model: arch,
             epochs,
-            batch_size,
-            lr,
+            batch_size: self.batch_size.unwrap_or(128),
+            lr: self.lr.unwrap_or(0.1),
             momentum: self.momentum.unwrap_or(0.9),
             weight_decay: self.weight_decay.unwrap_or(2e-4),
-            milestones,
+            milestones: self
+                .milestones
+                .unwrap_or_else(|| default_milestones(epochs)),
             gamma: self.gamma.unwrap_or(0.1),
             seed: self.seed.unwrap_or(0),
             augment: self.augment.unwrap_or(!dataset.default_augment().is_none()),
@@ -229,7 +526,10 @@ impl TrainOverrides {
             teacher_model: self.teacher_model,
             monitor_examples: self.monitor_examples.unwrap_or(1000),
             eval_batch_size: self.eval_batch_size.unwrap_or(256),
-            out: self.out.ok_or("no run directory given (--out DIR)")?,
+            out: self.out.ok_or(ConfigError::Missing {
+                key: "out",
+                hint: "the run directory",
+            })?,
             backend: crate::backend::describe(),
             rslad_version: env!("CARGO_PKG_VERSION").to_string(),
             method: m,
@@ -237,11 +537,6 @@ impl TrainOverrides {
         config.validate()?;
         Ok(config)
     }
-}
-
-/// A setting as both the flag and the TOML key spell it: `--eval-batch-size (eval_batch_size)`.
-fn setting(key: &str) -> String {
-    format!("--{} ({key})", key.replace('_', "-"))
 }
 
 /// RSLAD's 215/260/285 of 300 epochs, scaled to `epochs`.
@@ -264,51 +559,48 @@ impl TrainConfig {
 
     /// Checks every value, as given on the command line, in a TOML file or recorded in a run
     /// directory's `config.toml` (a resumed run is checked like a new one).
-    pub fn validate(&self) -> Result<(), String> {
-        let at_least_one = |key: &str, v: usize| {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let at_least_one = |key: &'static str, v: usize, why: &str| {
             if v == 0 {
-                Err(format!("{} is 0; it must be at least 1", setting(key)))
+                Err(ConfigError::Zero {
+                    key,
+                    why: why.to_string(),
+                })
             } else {
                 Ok(())
             }
         };
-        at_least_one("epochs", self.epochs)?;
-        at_least_one("batch_size", self.batch_size)?;
-        at_least_one("eval_batch_size", self.eval_batch_size)?;
+        at_least_one("epochs", self.epochs, "")?;
+        at_least_one("batch_size", self.batch_size, "")?;
+        at_least_one("eval_batch_size", self.eval_batch_size, "")?;
         for (key, limit) in [
             ("train_limit", self.train_limit),
             ("test_limit", self.test_limit),
         ] {
             if limit == Some(0) {
-                return Err(format!(
-                    "{} is 0: no images would be used; leave it out to use all of them",
-                    setting(key)
-                ));
+                return Err(ConfigError::NoImages { key });
             }
         }
         if self.method.is_robust() {
-            at_least_one("monitor_examples", self.monitor_examples)
-                .map_err(|e| format!("{e} (the per-epoch robust accuracy needs test images)"))?;
+            at_least_one(
+                "monitor_examples",
+                self.monitor_examples,
+                " (the per-epoch robust accuracy needs test images)",
+            )?;
         }
-        let arch = self
-            .model
-            .parse::<Arch>()
-            .map_err(|e| format!("model: {e}"))?;
-        crate::models::ModelSpec::for_dataset(arch, self.dataset)
+        crate::models::ModelSpec::for_dataset(self.model, self.dataset)
             .check_size()
-            .map_err(|e| format!("{}: {e}", setting("model")))?;
-        if !crate::methods::METHODS.contains(&self.method.name.as_str()) {
-            return Err(format!(
-                "unknown method '{}'; known: {}",
-                self.method.name,
-                crate::methods::METHODS.join(", ")
-            ));
-        }
-        let finite = |key: &str, v: f64, ok: bool, want: &str| {
+            .map_err(|e| ConfigError::ModelSize(e.to_string()))?;
+        let entry = self.method.entry()?;
+        let finite = |key: &'static str, v: f64, ok: bool, want: &str| {
             if v.is_finite() && ok {
                 Ok(())
             } else {
-                Err(format!("{} {v} must be {want}", setting(key)))
+                Err(ConfigError::Invalid {
+                    key,
+                    value: v.to_string(),
+                    want: want.to_string(),
+                })
             }
         };
         finite("lr", self.lr, self.lr > 0.0, "positive")?;
@@ -331,11 +623,11 @@ impl TrainConfig {
             "positive (the learning rate is multiplied by it at each milestone; 0.1 in the paper)",
         )?;
         if self.milestones.windows(2).any(|w| w[0] > w[1]) {
-            return Err(format!(
-                "{} {:?} must be in increasing order (epochs counted from 0)",
-                setting("milestones"),
-                self.milestones
-            ));
+            return Err(ConfigError::Invalid {
+                key: "milestones",
+                value: format!("{:?}", self.milestones),
+                want: "in increasing order (epochs counted from 0)".into(),
+            });
         }
         let m = &self.method;
         finite(
@@ -351,8 +643,11 @@ impl TrainConfig {
                 m.eps > 0.0,
                 "positive for a robust method (eps 0 is natural training)",
             )?;
-            at_least_one("attack_steps", m.attack_steps)
-                .map_err(|e| format!("{e} (method {} trains against an attack)", m.name))?;
+            at_least_one(
+                "attack_steps",
+                m.attack_steps,
+                &format!(" (method {} trains against an attack)", m.name),
+            )?;
             finite(
                 "attack_step_size",
                 m.attack_step_size,
@@ -373,20 +668,34 @@ impl TrainConfig {
             m.temperature > 0.0,
             "positive",
         )?;
-        if m.name == "iad" && m.iad_begin >= self.epochs {
-            return Err(format!(
-                "{} {} is not before the last epoch ({} epochs, counted from 0): IAD's \
-                 introspection term would never start",
-                setting("iad_begin"),
-                m.iad_begin,
-                self.epochs
-            ));
+        for p in entry.params {
+            let v = *m.params.get(p.key).ok_or(ConfigError::Missing {
+                key: p.key,
+                hint: "a hyperparameter of the method",
+            })?;
+            finite(p.key, v, (p.valid)(v), p.want)?;
+        }
+        if let Some(key) = m.params.keys().find(|k| entry.param(k).is_none()) {
+            return Err(ConfigError::NotAParam {
+                key: key.clone(),
+                method: m.name.clone(),
+            });
+        }
+        if entry.reads("iad_begin") && m.iad_begin >= self.epochs {
+            return Err(ConfigError::Invalid {
+                key: "iad_begin",
+                value: m.iad_begin.to_string(),
+                want: format!(
+                    "before the last epoch ({} epochs, counted from 0): the introspection term \
+                     would never start",
+                    self.epochs
+                ),
+            });
         }
         if m.needs_teacher() && self.teacher.is_none() {
-            return Err(format!(
-                "method {} distills a teacher: pass --teacher FILE and --teacher-model NAME",
-                m.name
-            ));
+            return Err(ConfigError::NoTeacher {
+                method: m.name.clone(),
+            });
         }
         Ok(())
     }
@@ -395,8 +704,8 @@ impl TrainConfig {
         toml::to_string(self).expect("config serialises")
     }
 
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Toml { path: None, source })
     }
 }
 
@@ -424,6 +733,41 @@ mod tests {
         assert!((c.lr_at(299) - 1e-4).abs() < 1e-12);
     }
 
+    /// Every setting reaches the resolved configuration: a value other than the default
+    /// changes it (a setting the table defines but `resolve` forgets would be ignored).
+    #[test]
+    fn every_setting_takes_effect() {
+        let resolved = |o: TrainOverrides| {
+            let mut c = o.resolve().ok()?;
+            c.backend.clear();
+            Some(c)
+        };
+        let plain = resolved(base()).unwrap();
+        let candidates = [
+            "2",
+            "0.5",
+            "0.05",
+            "true",
+            "false",
+            "cnn-large",
+            "train",
+            "minimal",
+            "batchmean",
+            "1,2",
+            "sat",
+            "cifar10",
+            "/tmp/other",
+        ];
+        for s in SETTINGS {
+            let changes = candidates.iter().any(|v| {
+                let mut o = TrainOverrides::default();
+                o.set_text(s.key, v).is_ok()
+                    && resolved(base().merged(o)).is_some_and(|c| c != plain)
+            });
+            assert!(changes, "{} never changes the resolved config", s.key);
+        }
+    }
+
     #[test]
     fn flags_override_file_and_bad_values_are_errors() {
         let file: TrainOverrides = toml::from_str(
@@ -446,12 +790,111 @@ mod tests {
         assert!(toml::from_str::<TrainOverrides>("learning_rate = 1").is_err());
         let mut o = base();
         o.method = Some("rslad".into());
-        assert!(o.resolve().unwrap_err().contains("--teacher"));
+        assert!(o.resolve().unwrap_err().to_string().contains("--teacher"));
         let mut o = base();
         o.eps = Some("8".into());
         assert!(o.resolve().is_err());
-        let mut o = base();
-        o.model = Some("vgg".into());
-        assert!(o.resolve().unwrap_err().contains("unknown model"));
+        // A model name is checked as the file (or flag) is read.
+        assert!(TrainOverrides::from_toml_str("model = 'vgg'")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown model"));
+    }
+}
+
+/// A method's own hyperparameter, end to end, with the test-only `probe` method (one file
+/// and one registry line, src/methods/probe.rs).
+#[cfg(test)]
+mod method_params {
+    use super::*;
+
+    fn probe(extra: &str) -> Result<TrainConfig, ConfigError> {
+        TrainOverrides::from_toml_str(&format!(
+            "method = 'probe'\ndataset = 'fashion-mnist'\nout = '/tmp/unused'\n{extra}"
+        ))?
+        .resolve()
+    }
+
+    #[test]
+    fn a_method_hyperparameter_is_a_setting_with_a_default_and_a_check() {
+        assert_eq!(probe("").unwrap().method.param("probe_scale"), 0.5);
+        assert_eq!(
+            probe("probe_scale = 2.0")
+                .unwrap()
+                .method
+                .param("probe_scale"),
+            2.0
+        );
+        let e = probe("probe_scale = -1.0").unwrap_err();
+        assert_eq!(e.key(), Some("probe_scale"), "{e}");
+        assert!(e.to_string().contains("must be positive"), "{e}");
+        let e = probe("probe_scal = 1.0").unwrap_err().to_string();
+        assert!(e.contains("probe_scal"), "{e}");
+        // The flag's path: text parsed as the setting's type.
+        let mut o = TrainOverrides::default();
+        o.set_text("probe_scale", "3").unwrap();
+        assert_eq!(o.params.get("probe_scale"), Some(&3.0));
+        assert_eq!(o.given(), ["probe_scale"]);
+        assert!(o.set_text("probe_scale", "x").is_err());
+        // Another method ignores it, as natural training ignores beta.
+        let mut natural = TrainOverrides::from_toml_str(
+            "dataset = 'fashion-mnist'\nout = '/tmp/unused'\nprobe_scale = 2.0",
+        )
+        .unwrap();
+        assert!(natural.clone().resolve().unwrap().method.params.is_empty());
+        natural.params.clear();
+        assert_eq!(natural.given(), ["dataset", "out"]);
+    }
+
+    /// Recorded as `[method.params]`; a config of a method without hyperparameters of its
+    /// own is written as before, and a recorded one missing a value is refused.
+    #[test]
+    fn method_hyperparameters_are_recorded_and_read_back() {
+        let c = probe("probe_scale = 2.0").unwrap();
+        let text = c.to_toml();
+        assert!(
+            text.contains("[method.params]\nprobe_scale = 2.0"),
+            "{text}"
+        );
+        assert_eq!(TrainConfig::from_toml(&text).unwrap(), c);
+        let bare = text.replace("[method.params]\nprobe_scale = 2.0", "");
+        let e = TrainConfig::from_toml(&bare)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key(), Some("probe_scale"), "{e}");
+        let sat = TrainOverrides::from_toml_str(
+            "method = 'sat'\ndataset = 'fashion-mnist'\nout = '/tmp/unused'",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert!(!sat.to_toml().contains("params"));
+        let mut wrong = sat.clone();
+        wrong.method.params.insert("probe_scale".into(), 1.0);
+        assert!(matches!(
+            wrong.validate(),
+            Err(ConfigError::NotAParam { .. })
+        ));
+    }
+
+    /// A cell's settings (cell.json) read as written, `null`s of settings not given included.
+    #[test]
+    fn settings_round_trip_through_json_and_read_old_records() {
+        let mut o = TrainOverrides::from_toml_str(
+            "method = 'probe'\nmodel = 'resnet-18'\neps = '8/255'\nattack_bn = 'train'",
+        )
+        .unwrap();
+        o.params.insert("probe_scale".into(), 1.5);
+        let json = serde_json::to_string(&o).unwrap();
+        assert!(json.contains(r#""model":"resnet18""#), "{json}");
+        assert!(json.contains(r#""data_dir":null"#), "{json}");
+        assert_eq!(serde_json::from_str::<TrainOverrides>(&json).unwrap(), o);
+        let old = r#"{"method":"rslad","dataset":"cifar10","data_dir":null,"model":"resnet18",
+            "eps":"8/255","attack_bn":null,"kl_reduction":"batchmean","milestones":[1,2]}"#;
+        let o: TrainOverrides = serde_json::from_str(old).unwrap();
+        assert_eq!(o.kl_reduction, Some(KlReduction::Batchmean));
+        assert_eq!(o.eps, Some("8/255".into()));
+        assert_eq!(o.milestones, Some(vec![1, 2]));
     }
 }

@@ -160,7 +160,7 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
     if let Some(expected) = &expected {
         crate::models::check_expected(path, &found, expected).map_err(file_err)?;
     }
-    let want = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
+    let want = ModelSpec::for_dataset(cfg.model, cfg.dataset);
     if found.input != want.input || found.num_classes != want.num_classes {
         return Err(err(format!(
             "it takes {}x{}x{} images with {} classes, but {} has {}x{}x{} with {}",
@@ -193,8 +193,8 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     let old = TrainConfig::from_toml(&text)
         .map_err(|e| TrainError::Config(format!("{}: {e}", dir.config_path().display())))?;
     // The epoch count may grow (a longer run continues a shorter one); IAD's start epoch is
-    // derived from it and matters to IAD only; the BatchNorm passes matter to TRADES, ARD and
-    // IAD only.
+    // derived from it; it and the BatchNorm passes matter only to the methods that read them
+    // (`MethodConfig::comparable`).
     let comparable = |c: &TrainConfig| {
         let mut c = TrainConfig {
             epochs: 0,
@@ -202,14 +202,7 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
             out: Default::default(),
             ..c.clone()
         };
-        if c.method.name != "iad" {
-            c.method.iad_begin = 0;
-        }
-        // Natural, SAT and RSLAD run the same passes either way (runs recorded before the
-        // option read as `minimal`).
-        if !matches!(c.method.name.as_str(), "trades" | "ard" | "iad") {
-            c.method.bn_passes = crate::methods::BnPasses::Official;
-        }
+        c.method = c.method.comparable();
         c
     };
     let (old, new) = (comparable(&old), comparable(cfg));
@@ -293,7 +286,8 @@ struct Prepared {
 /// Checks the settings against the run directory (a different run there is an error), records
 /// them, and loads the data, the method and the teacher.
 fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
-    cfg.validate().map_err(TrainError::Config)?;
+    cfg.validate()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
     let dir = RunDir::new(&cfg.out);
     std::fs::create_dir_all(&cfg.out).map_err(|e| checkpoint::CheckpointError::Io {
         path: cfg.out.clone(),
@@ -328,7 +322,7 @@ fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
     } else {
         None
     };
-    let spec = ModelSpec::for_dataset(cfg.model.parse().expect("validated"), cfg.dataset);
+    let spec = ModelSpec::for_dataset(cfg.model, cfg.dataset);
     Ok(Prepared {
         dir,
         train,

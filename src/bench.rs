@@ -126,7 +126,7 @@ pub fn run_model(
     for method_name in METHODS.iter().map(|m| m.name) {
         let mut cfg = MethodConfig::defaults(method_name, dataset, 200);
         cfg.iad_begin = 0;
-        let method = methods::build(&cfg)?;
+        let method = methods::build(&cfg).map_err(|e| e.to_string())?;
         let mut student = spec.build(&ad).map_err(|e| e.to_string())?;
         let mut sgd = Sgd::new(0.9, 2e-4);
         let mut k = 0u64;
@@ -275,7 +275,7 @@ pub fn robust_model(
     let ad = device.clone().autodiff();
     let mut student = spec.build(&ad).map_err(|e| e.to_string())?;
     let method_cfg = MethodConfig::defaults("sat", kind, 1);
-    let method = methods::build(&method_cfg)?;
+    let method = methods::build(&method_cfg).map_err(|e| e.to_string())?;
     let mut sgd = Sgd::new(0.9, 5e-4);
     let mut done = 0;
     let mut epoch = 0;

@@ -1,20 +1,9 @@
 //! The exit statuses `rslad --help` and the README document: 0 success, 1 usage or input
 //! error, 2 internal error.
 
-use std::process::Command;
+mod common;
 
-/// Runs `rslad` with `args`: (exit code, stdout, stderr).
-fn rslad(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_rslad"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::rslad;
 
 #[test]
 fn help_documents_the_exit_statuses() {

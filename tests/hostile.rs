@@ -15,19 +15,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Runs `rslad` with `args`: (exit code, stdout, stderr).
-fn rslad(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_rslad"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 /// A refusal: exit code 1 (not a panic's 101 or a signal), and stderr naming `needle`.
 fn refused(args: &[&str], needle: &str) -> String {
     let (code, _, err) = rslad(args);

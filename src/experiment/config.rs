@@ -184,6 +184,20 @@ pub struct Cell {
     pub train: TrainOverrides,
 }
 
+impl Cell {
+    /// The cell's run configuration, its settings resolved and checked.
+    pub fn train_config(&self) -> Result<crate::train::TrainConfig, GridError> {
+        self.train
+            .clone()
+            .resolve()
+            .map_err(|source| GridError::Cell {
+                index: self.index,
+                name: self.name.clone(),
+                source: Box::new(source),
+            })
+    }
+}
+
 impl ExperimentConfig {
     pub fn from_file(path: &Path) -> Result<Self, GridError> {
         let text = std::fs::read_to_string(path).map_err(|source| GridError::Read {
@@ -221,14 +235,7 @@ impl ExperimentConfig {
         }
         self.eps()?;
         for cell in cells.iter().filter(|c| c.checkpoint.is_none()) {
-            cell.train
-                .clone()
-                .resolve()
-                .map_err(|source| GridError::Cell {
-                    index: cell.index,
-                    name: cell.name.clone(),
-                    source: Box::new(source),
-                })?;
+            cell.train_config()?;
         }
         Ok(())
     }

@@ -172,15 +172,7 @@ fn train_or_take(
             });
         }
     }
-    let tc = cell
-        .train
-        .clone()
-        .resolve()
-        .map_err(|source| GridError::Cell {
-            index: cell.index,
-            name: cell.name.clone(),
-            source: Box::new(source),
-        })?;
+    let tc = cell.train_config()?;
     train::run(&tc, device, observer).map_err(|source| ExperimentError::Train {
         cell: cell.name.clone(),
         source,

@@ -125,7 +125,7 @@ impl RunDir {
                     path: p.clone(),
                     detail: format!(
                         "{detail}: the file was edited or damaged; restore it or start the run \
-                         over in another --out"
+                         over in another run directory (out)"
                     ),
                 })?;
                 Ok(Some(state))

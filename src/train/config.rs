@@ -721,6 +721,20 @@ mod tests {
         }
     }
 
+    /// Every setting a method's registry entry says it reads is a setting of this table.
+    #[test]
+    fn every_key_a_method_reads_is_a_setting() {
+        for m in crate::methods::METHODS {
+            for key in m.reads {
+                assert!(
+                    SETTINGS.iter().any(|s| s.key == *key),
+                    "{}: {key} is not a setting",
+                    m.name
+                );
+            }
+        }
+    }
+
     #[test]
     fn schedule_matches_the_official_code() {
         let mut o = base();

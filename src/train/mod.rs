@@ -7,7 +7,7 @@ pub mod layout;
 pub mod sgd;
 
 pub use checkpoint::{EpochMetrics, RunDir, RunState};
-pub use config::{TrainConfig, TrainOverrides};
+pub use config::{ConfigError, TrainConfig, TrainOverrides};
 pub use layout::RunLayout;
 
 use crate::attacks::{self, Pgd, Preset};
@@ -29,11 +29,31 @@ pub enum TrainError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("teacher {path}: {detail}")]
     Teacher { path: String, detail: String },
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Method(#[from] methods::UnknownMethod),
+    #[error("{}: {source}", path.display())]
+    RecordedConfig {
+        path: std::path::PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+    #[error(
+        "{} holds a run with other settings ({}); continue it with `rslad train --resume {}` \
+         or choose another run directory (out)",
+        out.display(),
+        changed.join(", "),
+        out.display()
+    )]
+    OtherRun {
+        out: std::path::PathBuf,
+        changed: Vec<String>,
+    },
     #[error(
         "the loss became {value} at epoch {epoch}, batch {batch}: training diverged. The run \
-         directory keeps the last finished epoch; lower --lr or check the data and the teacher"
+         directory keeps the last finished epoch; lower the learning rate (lr) or check the data \
+         and the teacher"
     )]
     NonFinite {
         epoch: usize,
@@ -43,7 +63,8 @@ pub enum TrainError {
     #[error(
         "the weights became non-finite (NaN or infinite) in epoch {epoch} (first: {tensor}): \
          training diverged and the epoch was not committed. The run directory keeps the last \
-         finished epoch; lower --lr or check --momentum, --weight-decay and the data"
+         finished epoch; lower the learning rate (lr) or check momentum, weight_decay and the \
+         data"
     )]
     NonFiniteWeights { epoch: usize, tensor: String },
 }
@@ -190,8 +211,10 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     if dir.read_state()?.is_none() {
         return Ok(()); // nothing was finished there yet
     }
-    let old = TrainConfig::from_toml(&text)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", dir.config_path().display())))?;
+    let old = TrainConfig::from_toml(&text).map_err(|source| TrainError::RecordedConfig {
+        path: dir.config_path(),
+        source,
+    })?;
     // The epoch count may grow (a longer run continues a shorter one); IAD's start epoch is
     // derived from it; it and the BatchNorm passes matter only to the methods that read them
     // (`MethodConfig::comparable`).
@@ -207,13 +230,10 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     };
     let (old, new) = (comparable(&old), comparable(cfg));
     if old != new {
-        return Err(TrainError::Config(format!(
-            "{} holds a run with other settings ({}); continue it with `rslad train --resume {}` \
-             or choose another --out",
-            cfg.out.display(),
-            changed_settings(&old, &new).join(", "),
-            cfg.out.display()
-        )));
+        return Err(TrainError::OtherRun {
+            out: cfg.out.clone(),
+            changed: changed_settings(&old, &new),
+        });
     }
     Ok(())
 }
@@ -286,8 +306,7 @@ struct Prepared {
 /// Checks the settings against the run directory (a different run there is an error), records
 /// them, and loads the data, the method and the teacher.
 fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
-    cfg.validate()
-        .map_err(|e| TrainError::Config(e.to_string()))?;
+    cfg.validate()?;
     let dir = RunDir::new(&cfg.out);
     std::fs::create_dir_all(&cfg.out).map_err(|e| checkpoint::CheckpointError::Io {
         path: cfg.out.clone(),
@@ -309,14 +328,14 @@ fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
         cfg.test_limit,
     )?);
     let monitor_set = Arc::new(test.slice(0, cfg.monitor_examples));
-    let method = methods::build(&cfg.method).map_err(TrainError::Config)?;
+    let method = methods::build(&cfg.method)?;
     let teacher = if cfg.method.needs_teacher() {
         let t = load_teacher(cfg, device)?;
         if t.is_none() {
-            return Err(TrainError::Config(format!(
-                "method {} needs --teacher",
-                cfg.method.name
-            )));
+            return Err(ConfigError::NoTeacher {
+                method: cfg.method.name.clone(),
+            }
+            .into());
         }
         t
     } else {

@@ -136,3 +136,16 @@ pub fn fashion_dir() -> PathBuf {
     );
     dir
 }
+
+/// Runs `rslad` with `args`: (exit code, stdout, stderr).
+pub fn rslad(args: &[&str]) -> (i32, String, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rslad"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}

@@ -30,14 +30,14 @@ pub enum TrainError {
     #[error("teacher {path}: {detail}")]
     Teacher { path: String, detail: String },
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     #[error(transparent)]
     Method(#[from] methods::UnknownMethod),
     #[error("{}: {source}", path.display())]
     RecordedConfig {
         path: std::path::PathBuf,
         #[source]
-        source: ConfigError,
+        source: Box<ConfigError>,
     },
     #[error(
         "{} holds a run with other settings ({}); continue it with `rslad train --resume {}` \
@@ -67,6 +67,12 @@ pub enum TrainError {
          data"
     )]
     NonFiniteWeights { epoch: usize, tensor: String },
+}
+
+impl From<ConfigError> for TrainError {
+    fn from(e: ConfigError) -> Self {
+        TrainError::Config(Box::new(e))
+    }
 }
 
 /// The first tensor of `model` (parameters and BatchNorm statistics) holding a NaN or an
@@ -213,7 +219,7 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     }
     let old = TrainConfig::from_toml(&text).map_err(|source| TrainError::RecordedConfig {
         path: dir.config_path(),
-        source,
+        source: Box::new(source),
     })?;
     // The epoch count may grow (a longer run continues a shorter one); IAD's start epoch is
     // derived from it; it and the BatchNorm passes matter only to the methods that read them

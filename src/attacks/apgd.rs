@@ -23,13 +23,7 @@ const OPTIONS: &[OptionSpec] = &[
         help: "iterations",
         requires: None,
     },
-    OptionSpec {
-        key: "restarts",
-        kind: OptionKind::Count,
-        default: OptionDefault::Value("1"),
-        help: "runs from fresh random starts on the points still robust",
-        requires: None,
-    },
+    super::registry::RESTARTS,
     OptionSpec {
         key: "targets",
         kind: OptionKind::Count,

@@ -31,13 +31,7 @@ pub const FAB_T: AttackEntry = AttackEntry {
             help: "target classes (the most likely other classes)",
             requires: None,
         },
-        OptionSpec {
-            key: "restarts",
-            kind: OptionKind::Count,
-            default: OptionDefault::Value("1"),
-            help: "runs from fresh random starts on the points still robust",
-            requires: None,
-        },
+        super::registry::RESTARTS,
     ]),
     min_classes: 2,
     build: |o, _| {

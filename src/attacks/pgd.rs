@@ -230,13 +230,7 @@ const fn options(
             help: "step size",
             requires: None,
         },
-        OptionSpec {
-            key: "restarts",
-            kind: OptionKind::Count,
-            default: OptionDefault::Value("1"),
-            help: "runs from fresh random starts on the points still robust",
-            requires: None,
-        },
+        super::registry::RESTARTS,
         OptionSpec {
             key: "start",
             kind: OptionKind::Choice(&["none", "uniform", "gaussian"]),

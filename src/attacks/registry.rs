@@ -75,6 +75,15 @@ pub enum Input {
     Path,
 }
 
+/// `restarts=N`, the same for every attack that restarts from fresh random points.
+pub const RESTARTS: OptionSpec = OptionSpec {
+    key: "restarts",
+    kind: OptionKind::Count,
+    default: OptionDefault::Value("1"),
+    help: "runs from fresh random starts on the points still robust",
+    requires: None,
+};
+
 /// One `key=value` option of an attack.
 pub struct OptionSpec {
     pub key: &'static str,

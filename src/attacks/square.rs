@@ -27,13 +27,7 @@ pub const SQUARE: AttackEntry = AttackEntry {
             help: "model queries per example",
             requires: None,
         },
-        OptionSpec {
-            key: "restarts",
-            kind: OptionKind::Count,
-            default: OptionDefault::Value("1"),
-            help: "runs from fresh random starts on the points still robust",
-            requires: None,
-        },
+        super::registry::RESTARTS,
     ]),
     min_classes: 2,
     build: |o, _| {

@@ -40,7 +40,10 @@ fn setting_arg(s: &'static Setting) -> Arg {
         ),
         _ => s.help.trim().to_string(),
     };
-    let arg = Arg::new(s.key).long(long).help(help);
+    let arg = Arg::new(s.key)
+        .long(long)
+        .value_name(&*Box::leak(s.key.to_uppercase().into_boxed_str()))
+        .help(help);
     if !s.syntax {
         // A name from a closed set is checked with the configuration: a refused value, not
         // a usage error.
@@ -64,6 +67,7 @@ fn param_arg(p: &'static Param) -> Arg {
     );
     Arg::new(p.key)
         .long(long)
+        .value_name(&*Box::leak(p.key.to_uppercase().into_boxed_str()))
         .help(help)
         .value_parser(move |text: &str| {
             TrainOverrides::default()

@@ -62,7 +62,7 @@ fn tiny_grid_runs_end_to_end_and_resumes() {
     let text = format!(
         "dataset = \"fashion-mnist\"\ndata_dir = \"{}\"\ntrain_limit = 300\ntest_limit = 60\nepochs = 1\neps = 0.1\n\
          batch_size = 32\nlr = 0.05\nmilestones = []\nattack_steps = 3\nmonitor_examples = 30\n\
-         attacks = \"fgsm,pgd-sat\"\neval_examples = 40\neps_sweep = 3\nsquare_queries = 20\n\
+         attacks = \"fgsm,pgd-sat\"\neval_examples = 40\neval_batch_size = 16\neps_sweep = 3\nsquare_queries = 20\n\
          [teacher]\nmodel = \"cnn-small\"\nmethod = \"sat\"\n[surrogate]\nmodel = \"cnn-small\"\nmethod = \"natural\"\n\
          [[student]]\nmodel = \"cnn-small\"\nmethods = [\"natural\", \"rslad\"]\n",
         data.display()
@@ -120,6 +120,7 @@ fn tiny_grid_runs_end_to_end_and_resumes() {
         std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap(),
         metrics
     );
+    evaluation_resumes_from_its_parts(&cfg, &out, &cells[3], &data);
 
     let rep = report::collect(std::slice::from_ref(&out)).unwrap();
     let files = report::write(&rep, &out).unwrap();
@@ -143,6 +144,78 @@ fn tiny_grid_runs_end_to_end_and_resumes() {
         svg.contains("epoch") && svg.contains("accuracy (%)") && svg.contains("rslad PGD-20"),
         "axes and legend"
     );
+}
+
+/// A cell evaluates one batch of examples at a time (40 examples, batch 16: 3 parts) and keeps
+/// each finished part, so a killed cell resumes its evaluation: the merged file equals one
+/// unsplit evaluation, a finished part is reused (here a doctored one, to see it), a part left
+/// by other weights is redone, and the parts are removed once the cell is finished.
+fn evaluation_resumes_from_its_parts(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    cell: &experiment::Cell,
+    data: &Path,
+) {
+    use rslad::eval::{evaluate_checkpoint, from_bits, EvalRequest, Shard};
+    use rslad::train::layout::EvalFile;
+    let layout = experiment::cell_layout(out, cell);
+    assert!(!layout.parts().exists(), "parts are removed when merged");
+    let read = |p: &Path| -> EvalResults {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let merged = read(&layout.eval(EvalFile::Best));
+    let device = device();
+    let request = |shard| EvalRequest {
+        checkpoint: layout.best(),
+        dataset: DatasetKind::FashionMnist,
+        data_dir: Some(data.to_path_buf()),
+        attacks: "fgsm,pgd-sat".into(),
+        eps: 0.1,
+        n_examples: Some(40),
+        shard,
+        batch_size: 40,
+        seed: 0,
+        sanity_checks: false,
+    };
+    let whole = evaluate_checkpoint(request(None), &device, &mut |_| {}).unwrap();
+    assert_eq!(merged.example_ids, whole.example_ids);
+    assert_eq!(merged.clean, whole.clean);
+    for (a, b) in merged.attacks.iter().zip(&whole.attacks) {
+        assert_eq!((&a.name, &a.robust), (&b.name, &b.robust));
+    }
+
+    std::fs::remove_file(layout.eval(EvalFile::Best)).unwrap();
+    std::fs::remove_file(layout.cell_record()).unwrap();
+    std::fs::create_dir_all(layout.parts()).unwrap();
+    let first = Shard { index: 0, count: 3 };
+    let mut doctored = evaluate_checkpoint(request(Some(first)), &device, &mut |_| {}).unwrap();
+    let n0 = doctored.example_ids.len();
+    assert_eq!(n0, 13);
+    doctored.clean = "1".repeat(n0);
+    for a in &mut doctored.attacks {
+        a.robust = "1".repeat(n0);
+        for st in &mut a.stages {
+            st.robust = "1".repeat(n0);
+        }
+    }
+    let part = |k| layout.eval_part(EvalFile::Best, k, 3);
+    std::fs::write(part(0), serde_json::to_string(&doctored).unwrap()).unwrap();
+    let second = Shard { index: 1, count: 3 };
+    let mut stale = evaluate_checkpoint(request(Some(second)), &device, &mut |_| {}).unwrap();
+    stale.checkpoint_sha256 = Some("0".repeat(64));
+    stale.clean = "1".repeat(stale.example_ids.len());
+    std::fs::write(part(1), serde_json::to_string(&stale).unwrap()).unwrap();
+
+    experiment::run(cfg, out, Some(cell.index), &device, &mut Log::default()).unwrap();
+    let resumed = read(&layout.eval(EvalFile::Best));
+    assert_eq!(resumed.clean[..n0], "1".repeat(n0), "part 0 was reused");
+    assert_eq!(resumed.clean[n0..], whole.clean[n0..], "part 1 was redone");
+    for (a, b) in resumed.attacks.iter().zip(&whole.attacks) {
+        assert!(from_bits(&a.robust[..n0]).iter().all(|&r| r), "{}", a.name);
+        assert_eq!(a.robust[n0..], b.robust[n0..], "{}", a.name);
+    }
+    assert!(experiment::is_finished(out, cell));
+    assert!(!layout.parts().exists(), "parts are removed when merged");
 }
 
 fn fake_result(clean: &str, attacks: &[(&str, &str)]) -> EvalResults {
@@ -280,7 +353,7 @@ fn sharded_evaluation_merges_exactly() {
         &device,
         &mut |_| {},
     );
-    let merged = report::merge_shards(vec![b, a]).unwrap();
+    let merged = rslad::eval::merge_shards(vec![b, a]).unwrap();
     assert_eq!(merged.example_ids, whole.example_ids);
     assert_eq!(merged.clean, whole.clean);
     for (m, w) in merged.attacks.iter().zip(&whole.attacks) {
@@ -307,7 +380,7 @@ fn sharded_evaluation_merges_exactly() {
         &device,
         &mut |_| {},
     );
-    assert!(report::merge_shards(vec![whole.clone(), other]).is_err());
+    assert!(rslad::eval::merge_shards(vec![whole.clone(), other]).is_err());
 }
 
 /// The claim experiment's grid: the teacher on its own longer schedule, every student method

@@ -703,7 +703,7 @@ fn shard(ids: std::ops::Range<u64>, clean: &str, aa: &str, stages: &[&str]) -> E
 
 #[test]
 fn shards_are_checked_before_merging() {
-    use rslad::report::merge_shards;
+    use rslad::eval::merge_shards;
     let a = shard(0..4, "1111", "1100", &["1110", "1100"]);
     // Different stage counts: an error, not a panic.
     let b = shard(4..8, "1111", "1000", &["1100"]);
@@ -1192,7 +1192,7 @@ fn report_names_files_it_cannot_read() {
     let a = shard(0..4, "1111", "1100", &["1110", "1100"]);
     let mut b = shard(4..8, "1111", "1100", &["1110", "1100"]);
     b.eps = 0.2;
-    let err = rslad::report::merge_shards(vec![a, b])
+    let err = rslad::eval::merge_shards(vec![a, b])
         .unwrap_err()
         .to_string();
     assert!(err.contains("eps (0.1 vs 0.2)"), "{err}");

@@ -32,7 +32,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("{}: not an rslad eval result", p.display()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let merged = report::merge_shards(shards)?;
+        let merged = rslad::eval::merge_shards(shards)?;
         super::eval::print_table(&merged);
         if let Some(out) = &args.out {
             rslad::io::write_atomic(out, serde_json::to_string_pretty(&merged)?.as_bytes())?;

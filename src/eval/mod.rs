@@ -6,6 +6,8 @@
 //! correctly, judged here, on the points the attack returned.
 
 mod checkpoint;
+mod merge;
+pub use merge::{merge_shards, MergeError, ShardDefect};
 
 pub use checkpoint::{
     evaluate_checkpoint, prepare, EvalError, EvalRequest, PreparedEval, Shard, ShardError,

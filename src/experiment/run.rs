@@ -2,7 +2,7 @@
 
 use super::config::*;
 use crate::data::DatasetKind;
-use crate::eval::{self, EvalError, EvalRequest, EvalResults};
+use crate::eval::{self, EvalError, EvalRequest, EvalResults, Shard};
 use crate::train::layout::{EvalFile, RunLayout, Sweep, SweepPoint};
 use crate::train::{self, Observer, TrainError};
 use std::path::{Path, PathBuf};
@@ -40,6 +40,13 @@ pub enum ExperimentError {
         cell: String,
         #[source]
         source: EvalError,
+    },
+    #[error("cell {cell}: the evaluation parts in {} do not merge: {source}", dir.display())]
+    Parts {
+        cell: String,
+        dir: PathBuf,
+        #[source]
+        source: Box<eval::MergeError>,
     },
     #[error("there is no cell {index}: the experiment has cells 0..{count}")]
     NoSuchCell { index: usize, count: usize },
@@ -106,25 +113,12 @@ pub fn run_cell(
                     job.checkpoint.display(),
                     job.attacks
                 ));
-                let n = cfg.eval_examples.unwrap_or(1000);
-                evaluate_file(
-                    &job.checkpoint,
-                    kind,
-                    cfg,
-                    eps,
-                    &job.attacks,
-                    n,
-                    device,
-                    observer,
-                )
-                .map_err(|source| ExperimentError::Eval {
-                    cell: cell.name.clone(),
-                    source,
-                })?
+                evaluate_in_parts(cfg, cell, &layout, &job, kind, eps, device, observer)?
             }
         };
         write_json(&path, &r)?;
     }
+    remove_parts(&layout)?;
     sweep(
         cfg,
         cell,
@@ -292,6 +286,129 @@ fn same_weights_result(layout: &RunLayout, file: EvalFile, ckpt: &Path) -> Optio
     Some(r)
 }
 
+/// One results file of a cell, evaluated one batch of examples at a time: each part is written
+/// when it is finished and a resumed cell skips the parts it finds, so a killed run loses at
+/// most one batch of attacks (AutoAttack on one batch of a robust model runs for most of an
+/// hour on a CPU). The parts merge into exactly the unsplit result: attack noise is drawn per
+/// example id and rows never interact (`attacks/rng.rs`).
+#[allow(clippy::too_many_arguments)]
+fn evaluate_in_parts(
+    cfg: &ExperimentConfig,
+    cell: &Cell,
+    layout: &RunLayout,
+    job: &EvalJob,
+    kind: DatasetKind,
+    eps: f64,
+    device: &burn::prelude::Device,
+    observer: &mut dyn Observer,
+) -> Result<EvalResults, ExperimentError> {
+    let eval_err = |source| ExperimentError::Eval {
+        cell: cell.name.clone(),
+        source,
+    };
+    let n = cfg.eval_examples.unwrap_or(1000);
+    let batch = cfg.eval_batch_size.unwrap_or(EVAL_BATCH_SIZE).max(1);
+    let count = n.div_ceil(batch).max(1);
+    let hash = crate::io::sha256_file(&job.checkpoint).map_err(io_err(&job.checkpoint))?;
+    let dir = layout.parts();
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let mut parts: Vec<EvalResults> = Vec::with_capacity(count);
+    for index in 0..count {
+        let path = layout.eval_part(job.file, index, count);
+        let shard = Shard { index, count };
+        if let Some(done) = finished_part(&path, &hash, eps, shard, n) {
+            parts.push(done);
+            continue;
+        }
+        // Progress counts the examples of the earlier parts as done.
+        let start = shard.range(n).0;
+        let before = |attack: &str| -> usize {
+            parts
+                .iter()
+                .filter_map(|p| p.attack(attack))
+                .map(|a| a.robust.chars().filter(|&c| c == '1').count())
+                .sum()
+        };
+        let request = eval_request(
+            &job.checkpoint,
+            kind,
+            cfg,
+            eps,
+            &job.attacks,
+            n,
+            Some(shard),
+        );
+        let part = eval::evaluate_checkpoint(request, device, &mut |p| {
+            let shifted = eval::Progress {
+                done: start + p.done,
+                total: n,
+                robust: before(p.attack) + p.robust,
+                ..p
+            };
+            match &shifted.stage {
+                Some(_) => observer.eval_stage(&shifted),
+                None => observer.eval_progress(shifted.attack, shifted.done, n, shifted.robust),
+            }
+        })
+        .map_err(eval_err)?;
+        write_json(&path, &part)?;
+        parts.push(part);
+    }
+    eval::merge_shards(parts).map_err(|source| ExperimentError::Parts {
+        cell: cell.name.clone(),
+        dir,
+        source: Box::new(source),
+    })
+}
+
+/// The part at `path` when it was finished for these weights (`hash`), ε and examples; a part
+/// left by other weights or settings is not reused.
+fn finished_part(path: &Path, hash: &str, eps: f64, shard: Shard, n: usize) -> Option<EvalResults> {
+    let r: EvalResults = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let (a, b) = shard.range(n);
+    let ids: Vec<u64> = (a as u64..b as u64).collect();
+    (r.checkpoint_sha256.as_deref() == Some(hash) && r.eps == eps && r.example_ids == ids)
+        .then_some(r)
+}
+
+/// The parts directory once every results file of the cell is written.
+fn remove_parts(layout: &RunLayout) -> Result<(), ExperimentError> {
+    let dir = layout.parts();
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The evaluation batch size when the experiment file gives none.
+const EVAL_BATCH_SIZE: usize = 256;
+
+/// The first `n` test images of `ckpt` (or `shard` of them) under `list` at `eps`, with the
+/// experiment's data and batch size, seed 0 and no sanity checks.
+#[allow(clippy::too_many_arguments)]
+fn eval_request(
+    ckpt: &Path,
+    kind: DatasetKind,
+    cfg: &ExperimentConfig,
+    eps: f64,
+    list: &str,
+    n: usize,
+    shard: Option<Shard>,
+) -> EvalRequest {
+    EvalRequest {
+        checkpoint: ckpt.to_path_buf(),
+        dataset: kind,
+        data_dir: cfg.data_dir.clone(),
+        attacks: list.to_string(),
+        eps,
+        n_examples: Some(n),
+        shard,
+        batch_size: cfg.eval_batch_size.unwrap_or(EVAL_BATCH_SIZE),
+        seed: 0,
+        sanity_checks: false,
+    }
+}
+
 /// The first `n` test images of `ckpt` under `list` at `eps`, with the experiment's data and
 /// batch size, seed 0 and no sanity checks.
 #[allow(clippy::too_many_arguments)]
@@ -305,18 +422,7 @@ fn evaluate_file(
     device: &burn::prelude::Device,
     observer: &mut dyn Observer,
 ) -> Result<EvalResults, EvalError> {
-    let request = EvalRequest {
-        checkpoint: ckpt.to_path_buf(),
-        dataset: kind,
-        data_dir: cfg.data_dir.clone(),
-        attacks: list.to_string(),
-        eps,
-        n_examples: Some(n),
-        shard: None,
-        batch_size: cfg.eval_batch_size.unwrap_or(256),
-        seed: 0,
-        sanity_checks: false,
-    };
+    let request = eval_request(ckpt, kind, cfg, eps, list, n, None);
     eval::evaluate_checkpoint(request, device, &mut |p| match &p.stage {
         Some(_) => observer.eval_stage(&p),
         None => observer.eval_progress(p.attack, p.done, p.total, p.robust),

@@ -58,6 +58,7 @@ impl RunLayout {
     pub const CKPT: &'static str = "ckpt";
     const SWEEP: &'static str = "sweep.json";
     const CELL_RECORD: &'static str = "cell.json";
+    const PARTS: &'static str = "parts";
     const EXPERIMENT: &'static str = "experiment.toml";
     const CELLS: &'static str = "cells";
 
@@ -130,6 +131,19 @@ impl RunLayout {
         self.path(file.file_name())
     }
 
+    /// The finished parts of evaluations still running (removed once merged).
+    pub fn parts(&self) -> PathBuf {
+        self.path(Self::PARTS)
+    }
+
+    /// Part `index` of `count` of an evaluation file (an [`crate::eval::EvalResults`] of
+    /// those examples).
+    pub fn eval_part(&self, file: EvalFile, index: usize, count: usize) -> PathBuf {
+        let stem = file.file_name().trim_end_matches(".json");
+        self.parts()
+            .join(format!("{stem}.part-{index}-of-{count}.json"))
+    }
+
     /// Robust accuracy against ε ([`Sweep`]).
     pub fn sweep(&self) -> PathBuf {
         self.path(Self::SWEEP)
@@ -188,6 +202,10 @@ mod tests {
         assert_eq!(name(run.cell_record()), "cell.json");
         assert_eq!(name(run.experiment_config()), "experiment.toml");
         assert_eq!(name(run.cell("c").best()), "cells/c/best.safetensors");
+        assert_eq!(
+            name(run.eval_part(EvalFile::BlackBoxBest, 2, 4)),
+            "parts/blackbox-best.part-2-of-4.json"
+        );
         let evals: Vec<&str> = EvalFile::ALL.iter().map(|f| f.file_name()).collect();
         assert_eq!(
             evals,

@@ -1,0 +1,253 @@
+//! Merging the results of one evaluation run in pieces (`rslad eval --shard`, or an experiment
+//! cell's parts) into the result one run over all the examples gives.
+
+use super::{bits, from_bits, AttackResult, EvalResults, StageResult};
+
+/// Why shards of an evaluation could not be merged.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MergeError {
+    #[error("no shards to merge")]
+    NoShards,
+    #[error("shard {number} ({examples}): {defect}")]
+    Damaged {
+        /// Counted from 1, in the order given.
+        number: usize,
+        examples: String,
+        #[source]
+        defect: ShardDefect,
+    },
+    #[error("shards of different evaluations: {} differ between {first} and {other}", differ.join(", "))]
+    Different {
+        differ: Vec<String>,
+        first: String,
+        other: String,
+    },
+    #[error("every shard is empty: no examples were evaluated")]
+    AllEmpty,
+    #[error(
+        "{examples}: {attack} has robust examples but no stages, while other shards have {stages}"
+    )]
+    NoStages {
+        examples: String,
+        attack: String,
+        stages: usize,
+    },
+    #[error("{examples}: {attack} has stages {found:?}, another shard {reference:?}")]
+    OtherStages {
+        examples: String,
+        attack: String,
+        found: Vec<String>,
+        reference: Vec<String>,
+    },
+    #[error("shards overlap or are out of order")]
+    Overlap,
+}
+
+/// What is wrong inside one shard's outcomes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ShardDefect {
+    #[error("{what} has {found} outcomes for {ids} example ids (a damaged or edited result file)")]
+    Count {
+        what: String,
+        found: usize,
+        ids: usize,
+    },
+    #[error("{what} has the outcome '{outcome}'; outcomes are 0 or 1")]
+    Outcome { what: String, outcome: char },
+}
+
+/// Merges the shards of one evaluation (same checkpoint, attacks and ε; disjoint examples)
+/// into the result an unsharded run gives: per-example outcomes concatenated in example order,
+/// accuracies recomputed from them.
+pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeError> {
+    if shards.is_empty() {
+        return Err(MergeError::NoShards);
+    }
+    for (i, s) in shards.iter().enumerate() {
+        check_shard(s).map_err(|defect| MergeError::Damaged {
+            number: i + 1,
+            examples: shard_name(s),
+            defect,
+        })?;
+    }
+    let first = shards[0].clone();
+    for s in &shards[1..] {
+        let same = s.checkpoint_sha256 == first.checkpoint_sha256
+            && s.eps == first.eps
+            && s.seed == first.seed
+            && s.attacks
+                .iter()
+                .map(|a| (&a.name, &a.settings))
+                .eq(first.attacks.iter().map(|a| (&a.name, &a.settings)));
+        if !same {
+            let mut differ = Vec::new();
+            if s.checkpoint_sha256 != first.checkpoint_sha256 {
+                differ.push("checkpoint (SHA-256)".to_string());
+            }
+            if s.eps != first.eps {
+                differ.push(format!("eps ({} vs {})", first.eps, s.eps));
+            }
+            if s.seed != first.seed {
+                differ.push(format!("seed ({} vs {})", first.seed, s.seed));
+            }
+            let names = |r: &EvalResults| r.attacks.iter().map(|a| a.name.clone()).collect();
+            let (a, b): (Vec<String>, Vec<String>) = (names(&first), names(s));
+            if a != b {
+                differ.push(format!("attacks ({a:?} vs {b:?})"));
+            } else if differ.is_empty() {
+                differ.push("attack settings".into());
+            }
+            return Err(MergeError::Different {
+                differ,
+                first: shard_name(&first),
+                other: shard_name(s),
+            });
+        }
+    }
+    // An empty shard (more shards than examples) adds nothing; at least one must hold some.
+    shards.retain(|s| !s.example_ids.is_empty());
+    if shards.is_empty() {
+        return Err(MergeError::AllEmpty);
+    }
+    shards.sort_by_key(|s| s.example_ids[0]);
+    // Stages: a shard none of whose examples was attacked (all misclassified) ran no stage;
+    // its examples are not robust at any stage. Otherwise every shard has the same stages.
+    for k in 0..first.attacks.len() {
+        let names = |s: &EvalResults| -> Vec<String> {
+            s.attacks[k]
+                .stages
+                .iter()
+                .map(|st| st.name.clone())
+                .collect()
+        };
+        let reference = shards
+            .iter()
+            .map(names)
+            .find(|n| !n.is_empty())
+            .unwrap_or_default();
+        for s in shards.iter_mut() {
+            let name = shard_name(s);
+            let a = &mut s.attacks[k];
+            if a.stages.is_empty() && !reference.is_empty() {
+                if a.robust.contains('1') {
+                    return Err(MergeError::NoStages {
+                        examples: name,
+                        attack: a.name.clone(),
+                        stages: reference.len(),
+                    });
+                }
+                a.stages = reference
+                    .iter()
+                    .map(|name| StageResult {
+                        name: name.clone(),
+                        robust_accuracy: 0.0,
+                        robust: a.robust.clone(),
+                    })
+                    .collect();
+            }
+        }
+        for s in &shards {
+            if names(s) != reference {
+                return Err(MergeError::OtherStages {
+                    examples: shard_name(s),
+                    attack: s.attacks[k].name.clone(),
+                    found: names(s),
+                    reference,
+                });
+            }
+        }
+    }
+    let first = shards[0].clone();
+    let mut ids: Vec<u64> = shards.iter().flat_map(|s| s.example_ids.clone()).collect();
+    let n = ids.len();
+    ids.dedup();
+    if ids.len() != n || ids.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(MergeError::Overlap);
+    }
+    let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len() as f64;
+    let concat = |f: &dyn Fn(&EvalResults) -> String| -> Vec<bool> {
+        shards.iter().flat_map(|s| from_bits(&f(s))).collect()
+    };
+    let clean = concat(&|s| s.clean.clone());
+    let mut attacks = Vec::new();
+    for (k, a) in first.attacks.iter().enumerate() {
+        let robust = concat(&|s| s.attacks[k].robust.clone());
+        let stages = a
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(j, st)| {
+                let flags = concat(&|s| s.attacks[k].stages[j].robust.clone());
+                StageResult {
+                    name: st.name.clone(),
+                    robust_accuracy: share(&flags),
+                    robust: bits(&flags),
+                }
+            })
+            .collect();
+        attacks.push(AttackResult {
+            name: a.name.clone(),
+            black_box: a.black_box,
+            robust_accuracy: share(&robust),
+            robust: bits(&robust),
+            stages,
+            settings: a.settings.clone(),
+            seconds: shards.iter().map(|s| s.attacks[k].seconds).sum(),
+        });
+    }
+    let mut merged = EvalResults {
+        example_ids: ids,
+        clean_accuracy: share(&clean),
+        clean: bits(&clean),
+        attacks,
+        warnings: Vec::new(),
+        seconds: shards.iter().map(|s| s.seconds).sum(),
+        ..first
+    };
+    merged.warnings = crate::eval::consistency_warnings(&merged);
+    for s in &shards {
+        for w in &s.warnings {
+            if !merged.warnings.contains(w) {
+                merged.warnings.push(w.clone());
+            }
+        }
+    }
+    Ok(merged)
+}
+
+fn shard_name(s: &EvalResults) -> String {
+    match (s.example_ids.first(), s.example_ids.last()) {
+        (Some(a), Some(b)) => format!("examples {a}..={b}"),
+        _ => "no examples".into(),
+    }
+}
+
+/// One shard is consistent: one outcome character ('0' or '1') per example id, for the clean
+/// pass, every attack and every stage.
+fn check_shard(s: &EvalResults) -> Result<(), ShardDefect> {
+    let n = s.example_ids.len();
+    let check = |what: &str, flags: &str| {
+        if flags.chars().count() != n {
+            Err(ShardDefect::Count {
+                what: what.to_string(),
+                found: flags.chars().count(),
+                ids: n,
+            })
+        } else if let Some(c) = flags.chars().find(|c| *c != '0' && *c != '1') {
+            Err(ShardDefect::Outcome {
+                what: what.to_string(),
+                outcome: c,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    check("clean", &s.clean)?;
+    for a in &s.attacks {
+        check(&a.name, &a.robust)?;
+        for st in &a.stages {
+            check(&format!("{} stage {}", a.name, st.name), &st.robust)?;
+        }
+    }
+    Ok(())
+}

@@ -5,7 +5,8 @@ ARD main.py, IAD IAD-I.py), on the same architecture, batch and thread count.
     python3 bench/pytorch_bench.py --model resnet18 --batch 32 --threads 2 --reps 5
     python3 bench/pytorch_bench.py --model resnet18 --batch 128 --device cuda
 
-prints one JSON object: step name -> median milliseconds (plus "_device" and, on CUDA,
+prints one JSON object: step name -> median milliseconds (plus "_convs", the model's distinct
+convolutions, each also timed alone as a step, "_device" and, on CUDA,
 "_cudnn_tf32": PyTorch's defaults are kept, so fp32 eager convolutions may use TF32 there).
 On CUDA every timed step is bracketed by torch.cuda.synchronize(), so the time covers the
 GPU work and not just its launch.
@@ -171,10 +172,56 @@ def main():
         with torch.no_grad():
             student(x)
 
+    def conv_shapes(model):
+        """Each distinct convolution of `model` with the input size it sees (one forward pass)."""
+        found, hooks = [], []
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                def hook(mod, inp, _out):
+                    _, c, h, w = inp[0].shape
+                    k = {"in_channels": c, "out_channels": mod.out_channels, "height": h, "width": w,
+                         "kernel": mod.kernel_size[0], "stride": mod.stride[0],
+                         "padding": mod.padding[0], "groups": mod.groups}
+                    if k not in found:
+                        found.append(k)
+                hooks.append(m.register_forward_hook(hook))
+        model.eval()
+        with torch.no_grad():
+            model(x[:1])
+        for h in hooks:
+            h.remove()
+        return found
+
+    def label(c):
+        k = c["kernel"]
+        g = f" g{c['groups']}" if c["groups"] > 1 else ""
+        return f"conv {k}x{k} {c['in_channels']}->{c['out_channels']} @{c['height']}x{c['width']} s{c['stride']}{g}"
+
+    def conv_steps(c):
+        """The convolution alone: forward, and forward with input and weight gradients."""
+        conv = nn.Conv2d(c["in_channels"], c["out_channels"], c["kernel"], c["stride"],
+                         c["padding"], groups=c["groups"], bias=False).to(dev)
+        xc = torch.rand(a.batch, c["in_channels"], c["height"], c["width"], device=dev)
+        xg = xc.clone().requires_grad_()
+
+        def forward():
+            with torch.no_grad():
+                conv(xc)
+
+        def both():
+            conv.zero_grad()
+            xg.grad = None
+            conv(xg).sum().backward()
+
+        return {label(c): forward, label(c) + " fwd+bwd": both}
+
+    convs = conv_shapes(student)
     steps = {
         "train natural": natural, "train sat": sat, "train trades": trades, "train ard": ard,
         "train iad": iad, "train rslad": rslad, "attack step": attack_step, "eval forward": eval_forward,
     }
+    for c in convs:
+        steps.update(conv_steps(c))
     def sync():
         if cuda:
             torch.cuda.synchronize(dev)
@@ -191,6 +238,7 @@ def main():
             times.append(1000 * (time.perf_counter() - t0))
         out[name] = statistics.median(times)
     out["_device"] = torch.cuda.get_device_name(dev) if cuda else "cpu"
+    out["_convs"] = convs
     if cuda:
         out["_cudnn_tf32"] = torch.backends.cudnn.allow_tf32
     print(json.dumps(out))

@@ -45,6 +45,23 @@ pub struct BenchRow {
     pub note: Option<String>,
 }
 
+impl BenchRow {
+    /// A row from a timing (median ms, peak MB) of `batch` images; no reference yet.
+    fn timed(model: &str, step: String, batch: usize, (ms, peak): (f64, Option<f64>)) -> Self {
+        BenchRow {
+            model: model.to_string(),
+            step,
+            batch,
+            median_ms: ms,
+            images_per_second: batch as f64 / (ms / 1000.0),
+            peak_mb: peak,
+            pytorch_ms: None,
+            ratio: None,
+            note: None,
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -110,18 +127,8 @@ pub fn run_model(
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), device);
     let ids: Vec<u64> = (0..batch as u64).collect();
     let mut rows = Vec::new();
-    let mut push = |step: String, (ms, peak): (f64, Option<f64>)| {
-        rows.push(BenchRow {
-            model: spec.name.clone(),
-            step,
-            batch,
-            median_ms: ms,
-            images_per_second: batch as f64 / (ms / 1000.0),
-            peak_mb: peak,
-            pytorch_ms: None,
-            ratio: None,
-            note: None,
-        })
+    let mut push = |step: String, timing: (f64, Option<f64>)| {
+        rows.push(BenchRow::timed(&spec.name, step, batch, timing))
     };
     for method_name in METHODS.iter().map(|m| m.name) {
         let mut cfg = MethodConfig::defaults(method_name, dataset, 200);
@@ -179,6 +186,91 @@ pub fn run_model(
         push(format!("attack {}", attack.label()), t);
     }
     Ok(rows)
+}
+
+/// One convolution of a model, as the PyTorch reference lists them (`_convs` in the output of
+/// bench/pytorch_bench.py, each distinct shape once): where a backend's convolution kernels
+/// meet the model, and so where the gap to PyTorch is, when there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct ConvShape {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// The input's height and width.
+    pub height: usize,
+    pub width: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+}
+
+impl ConvShape {
+    /// The row's name, the same on both sides, e.g. `conv 3x3 32->64 @28x28 s2` (` g32` when
+    /// grouped); the forward-and-backward row adds ` fwd+bwd`.
+    pub fn label(&self) -> String {
+        let k = self.kernel;
+        let groups = if self.groups > 1 {
+            format!(" g{}", self.groups)
+        } else {
+            String::new()
+        };
+        format!(
+            "conv {k}x{k} {}->{} @{}x{} s{}{groups}",
+            self.in_channels, self.out_channels, self.height, self.width, self.stride
+        )
+    }
+}
+
+/// Each convolution alone at `batch`: the forward pass, and the forward pass with the
+/// gradients of input and weight that a training step (or an attack step, input only) needs.
+pub fn conv_rows(
+    model: &str,
+    shapes: &[ConvShape],
+    batch: usize,
+    reps: usize,
+    device: &Device,
+    probe: &mut dyn MemoryProbe,
+) -> Vec<BenchRow> {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    let ad = device.clone().autodiff();
+    let mut rows = Vec::new();
+    for c in shapes {
+        let options = || {
+            ConvOptions::new(
+                [c.stride, c.stride],
+                [c.padding, c.padding],
+                [1, 1],
+                c.groups,
+            )
+        };
+        let uniform = burn::tensor::Distribution::Uniform(0.0, 1.0);
+        let x_shape = [batch, c.in_channels, c.height, c.width];
+        let w_shape = [
+            c.out_channels,
+            c.in_channels / c.groups.max(1),
+            c.kernel,
+            c.kernel,
+        ];
+        let x = Tensor::<4>::random(x_shape, uniform, device);
+        let w = Tensor::<4>::random(w_shape, uniform, device);
+        let forward = time(reps, device, probe, || {
+            let _ = conv2d(x.clone(), w.clone(), None, options());
+        });
+        let xa = Tensor::<4>::random(x_shape, uniform, &ad).require_grad();
+        let wa = Tensor::<4>::random(w_shape, uniform, &ad).require_grad();
+        let both = time(reps, device, probe, || {
+            let grads = conv2d(xa.clone(), wa.clone(), None, options())
+                .sum()
+                .backward();
+            let _ = (xa.grad(&grads), wa.grad(&grads));
+        });
+        for (suffix, timing) in [("", forward), (" fwd+bwd", both)] {
+            let step = format!("{}{suffix}", c.label());
+            rows.push(BenchRow::timed(model, step, batch, timing));
+        }
+    }
+    rows
 }
 
 /// Settings of the AutoAttack rows: AA on a trained robust model, since its cost depends on

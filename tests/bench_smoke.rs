@@ -105,3 +105,64 @@ fn bench_runs_and_reports_every_row() {
     );
     assert!(log.contains("AA: done, 8/8 examples"), "{log}");
 }
+
+/// The convolution rows: the PyTorch reference lists each distinct convolution of the model
+/// (`_convs`) and times it under the name rslad's row gets, so the two sides meet row by row.
+/// Needs torch (CI installs it); elsewhere the reference is skipped and so is this test.
+#[test]
+fn conv_rows_meet_the_pytorch_reference_by_name() {
+    let torch = Command::new("python3")
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !torch {
+        eprintln!("python3 cannot import torch: the reference and its conv rows are skipped");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pytorch_bench.py");
+    let o = Command::new("python3")
+        .args([
+            script,
+            "--model",
+            "cnn-small",
+            "--batch",
+            "2",
+            "--reps",
+            "1",
+        ])
+        .args(["--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let convs: Vec<rslad::bench::ConvShape> =
+        serde_json::from_value(reference["_convs"].clone()).unwrap();
+    // cnn-small: 1->32 at 28x28, 32->64 stride 2, 64->128 stride 2.
+    let labels: Vec<String> = convs.iter().map(|c| c.label()).collect();
+    assert_eq!(
+        labels,
+        [
+            "conv 3x3 1->32 @28x28 s1",
+            "conv 3x3 32->64 @28x28 s2",
+            "conv 3x3 64->128 @14x14 s2"
+        ]
+    );
+    let device = rslad::backend::default_device();
+    let rows = rslad::bench::conv_rows(
+        "cnn-small",
+        &convs,
+        2,
+        1,
+        &device,
+        &mut rslad::bench::NoProbe,
+    );
+    assert_eq!(rows.len(), 2 * convs.len());
+    for r in &rows {
+        assert!(
+            reference[&r.step].as_f64().is_some_and(|ms| ms > 0.0),
+            "{} has no reference time",
+            r.step
+        );
+        assert!(r.median_ms > 0.0 && r.images_per_second > 0.0, "{r:?}");
+    }
+}

@@ -291,6 +291,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?;
             if torch {
                 if let Some(reference) = pytorch(m, batch, args.reps) {
+                    // The model's convolutions, as the reference found them, timed alone here.
+                    let convs: Vec<bench::ConvShape> = reference
+                        .get("_convs")
+                        .and_then(|v| serde_json::from_value(v.clone()).ok())
+                        .unwrap_or_default();
+                    rows.extend(bench::conv_rows(
+                        m,
+                        &convs,
+                        batch,
+                        args.reps,
+                        &device,
+                        &mut AllocProbe,
+                    ));
                     for r in &mut rows {
                         if let Some(ms) = reference.get(&r.step).and_then(|v| v.as_f64()) {
                             r.pytorch_ms = Some(ms);

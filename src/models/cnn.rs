@@ -1,7 +1,7 @@
 //! rslad's own small conv nets for 28×28 grey images (CPU-scale work). They keep BatchNorm so
 //! that the BatchNorm-mode rules of the methods and attacks are exercised at CPU scale.
 
-use super::layers::{bn, conv3x3, global_avg_pool, relu};
+use super::layers::{bn, conv3x3, conv_forward, global_avg_pool, relu};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
@@ -22,7 +22,7 @@ impl ConvBnRelu {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(self.bn.forward(conv_forward(&self.conv, x)))
     }
 }
 

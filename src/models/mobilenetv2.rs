@@ -2,7 +2,7 @@
 //! second stage at stride 1, plain ReLU, and a 1×1 conv + BN shortcut on stride-1 blocks whose
 //! width changes (unlike the ImageNet MobileNetV2).
 
-use super::layers::{bn, conv, conv1x1, conv3x3, global_avg_pool, relu, ConvBn};
+use super::layers::{bn, conv, conv1x1, conv3x3, conv_forward, global_avg_pool, relu, ConvBn};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d};
@@ -64,9 +64,9 @@ impl InvertedResidual {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = relu(self.bn1.forward(conv_forward(&self.conv1, x.clone())));
+        let out = relu(self.bn2.forward(conv_forward(&self.conv2, out)));
+        let out = self.bn3.forward(conv_forward(&self.conv3, out));
         if self.stride != 1 {
             return out;
         }
@@ -111,11 +111,11 @@ impl MobileNetV2 {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = relu(self.bn1.forward(conv_forward(&self.conv1, x)));
         for layer in &self.layers {
             x = layer.forward(x);
         }
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
+        let x = relu(self.bn2.forward(conv_forward(&self.conv2, x)));
         self.linear.forward(global_avg_pool(x))
     }
 }

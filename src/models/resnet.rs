@@ -1,7 +1,7 @@
 //! CIFAR ResNet-18 and ResNet-50 (the kuangliu definitions used by the RSLAD code:
 //! `cifar10_models/resnet.py`): a 3×3 stem without max-pooling, four stages, linear head.
 
-use super::layers::{bn, conv1x1, conv3x3, global_avg_pool, relu, ConvBn};
+use super::layers::{bn, conv1x1, conv3x3, conv_forward, global_avg_pool, relu, ConvBn};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
@@ -32,8 +32,8 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(self.bn1.forward(conv_forward(&self.conv1, x.clone())));
+        let out = self.bn2.forward(conv_forward(&self.conv2, out));
         let short = match &self.shortcut {
             Some(s) => s.forward(x),
             None => x,
@@ -72,9 +72,9 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = relu(self.bn1.forward(conv_forward(&self.conv1, x.clone())));
+        let out = relu(self.bn2.forward(conv_forward(&self.conv2, out)));
+        let out = self.bn3.forward(conv_forward(&self.conv3, out));
         let short = match &self.shortcut {
             Some(s) => s.forward(x),
             None => x,
@@ -155,7 +155,7 @@ impl ResNet {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = relu(self.bn1.forward(conv_forward(&self.conv1, x)));
         for layer in [&self.layer1, &self.layer2, &self.layer3, &self.layer4] {
             for block in layer {
                 x = block.forward(x);

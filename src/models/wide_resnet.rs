@@ -7,7 +7,7 @@
 //!
 //! Both have the same parameters: the forms differ in computation only.
 
-use super::layers::{bn, conv, conv1x1, conv3x3, global_avg_pool, Activation};
+use super::layers::{bn, conv, conv1x1, conv3x3, conv_forward, global_avg_pool, Activation};
 use burn::module::{Module, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d};
@@ -56,10 +56,10 @@ impl WrnBlock {
 
     fn forward(&self, x: Tensor<4>, act: Activation) -> Tensor<4> {
         let pre = act.apply(self.bn1.forward(x.clone()));
-        let out = act.apply(self.bn2.forward(self.conv1.forward(pre.clone())));
-        let out = self.conv2.forward(out);
+        let out = act.apply(self.bn2.forward(conv_forward(&self.conv1, pre.clone())));
+        let out = conv_forward(&self.conv2, out);
         match &self.shortcut {
-            Some(s) => s.forward(pre) + out,
+            Some(s) => conv_forward(s, pre) + out,
             None => x + out,
         }
     }
@@ -150,7 +150,7 @@ impl WideResNet {
             Some(n) => n.forward(x),
             None => x,
         };
-        let mut x = self.conv1.forward(x);
+        let mut x = conv_forward(&self.conv1, x);
         for group in [&self.block1, &self.block2, &self.block3] {
             for block in group {
                 x = block.forward(x, self.activation);

@@ -245,19 +245,12 @@ fn sweep(
     let mut sweep: Sweep = Vec::new();
     for k in 0..points {
         let e = 2.0 * eps * k as f64 / (points - 1) as f64;
-        let r = evaluate_file(
-            best,
-            kind,
-            cfg,
-            e,
-            "pgd-sat",
-            n.min(500),
-            device,
-            &mut crate::train::Silent,
-        )
-        .map_err(|source| ExperimentError::Eval {
-            cell: cell.name.clone(),
-            source,
+        let request = eval_request(best, kind, cfg, e, "pgd-sat", n.min(500), None);
+        let r = eval::evaluate_checkpoint(request, device, &mut |_| {}).map_err(|source| {
+            ExperimentError::Eval {
+                cell: cell.name.clone(),
+                source,
+            }
         })?;
         sweep.push(SweepPoint {
             eps: e,
@@ -322,13 +315,10 @@ fn evaluate_in_parts(
         }
         // Progress counts the examples of the earlier parts as done.
         let start = shard.range(n).0;
-        let before = |attack: &str| -> usize {
-            parts
-                .iter()
-                .filter_map(|p| p.attack(attack))
-                .map(|a| a.robust.chars().filter(|&c| c == '1').count())
-                .sum()
-        };
+        let mut before = std::collections::HashMap::<String, usize>::new();
+        for a in parts.iter().flat_map(|p| &p.attacks) {
+            *before.entry(a.name.clone()).or_default() += a.robust.matches('1').count();
+        }
         let request = eval_request(
             &job.checkpoint,
             kind,
@@ -342,7 +332,7 @@ fn evaluate_in_parts(
             let shifted = eval::Progress {
                 done: start + p.done,
                 total: n,
-                robust: before(p.attack) + p.robust,
+                robust: before.get(p.attack).copied().unwrap_or(0) + p.robust,
                 ..p
             };
             match &shifted.stage {
@@ -407,26 +397,6 @@ fn eval_request(
         seed: 0,
         sanity_checks: false,
     }
-}
-
-/// The first `n` test images of `ckpt` under `list` at `eps`, with the experiment's data and
-/// batch size, seed 0 and no sanity checks.
-#[allow(clippy::too_many_arguments)]
-fn evaluate_file(
-    ckpt: &Path,
-    kind: DatasetKind,
-    cfg: &ExperimentConfig,
-    eps: f64,
-    list: &str,
-    n: usize,
-    device: &burn::prelude::Device,
-    observer: &mut dyn Observer,
-) -> Result<EvalResults, EvalError> {
-    let request = eval_request(ckpt, kind, cfg, eps, list, n, None);
-    eval::evaluate_checkpoint(request, device, &mut |p| match &p.stage {
-        Some(_) => observer.eval_stage(&p),
-        None => observer.eval_progress(p.attack, p.done, p.total, p.robust),
-    })
 }
 
 /// Runs every unfinished cell (or only `only`), in order.

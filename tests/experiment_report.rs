@@ -191,27 +191,46 @@ fn evaluation_resumes_from_its_parts(
     let mut doctored = evaluate_checkpoint(request(Some(first)), &device, &mut |_| {}).unwrap();
     let n0 = doctored.example_ids.len();
     assert_eq!(n0, 13);
-    doctored.clean = "1".repeat(n0);
+    // The fake data is easy: the real outcomes are all 1, so the planted parts say 0.
+    assert!(!whole.clean.contains('0'), "{}", whole.clean);
+    doctored.clean = "0".repeat(n0);
     for a in &mut doctored.attacks {
-        a.robust = "1".repeat(n0);
+        a.robust = "0".repeat(n0);
         for st in &mut a.stages {
-            st.robust = "1".repeat(n0);
+            st.robust = "0".repeat(n0);
         }
     }
-    let part = |k| layout.eval_part(EvalFile::Best, k, 3);
+    let key = experiment::parts_key("fgsm,pgd-sat");
+    let part = |k| layout.eval_part(EvalFile::Best, &key, k, 3);
     std::fs::write(part(0), serde_json::to_string(&doctored).unwrap()).unwrap();
+    // The same outcomes filed under another attack list are never read for this one.
+    let other = layout.eval_part(EvalFile::Best, &experiment::parts_key("fgsm"), 2, 3);
+    let mut foreign = doctored.clone();
+    foreign.example_ids = (26..40).collect();
+    foreign.clean = "0".repeat(14);
+    for a in &mut foreign.attacks {
+        a.robust = "0".repeat(14);
+        for st in &mut a.stages {
+            st.robust = "0".repeat(14);
+        }
+    }
+    std::fs::write(other, serde_json::to_string(&foreign).unwrap()).unwrap();
     let second = Shard { index: 1, count: 3 };
     let mut stale = evaluate_checkpoint(request(Some(second)), &device, &mut |_| {}).unwrap();
     stale.checkpoint_sha256 = Some("0".repeat(64));
-    stale.clean = "1".repeat(stale.example_ids.len());
+    stale.clean = "0".repeat(stale.example_ids.len());
     std::fs::write(part(1), serde_json::to_string(&stale).unwrap()).unwrap();
 
     experiment::run(cfg, out, Some(cell.index), &device, &mut Log::default()).unwrap();
     let resumed = read(&layout.eval(EvalFile::Best));
-    assert_eq!(resumed.clean[..n0], "1".repeat(n0), "part 0 was reused");
-    assert_eq!(resumed.clean[n0..], whole.clean[n0..], "part 1 was redone");
+    assert_eq!(resumed.clean[..n0], "0".repeat(n0), "part 0 was reused");
+    assert_eq!(
+        resumed.clean[n0..],
+        whole.clean[n0..],
+        "part 1 (other weights) and part 2 (other attacks) were redone"
+    );
     for (a, b) in resumed.attacks.iter().zip(&whole.attacks) {
-        assert!(from_bits(&a.robust[..n0]).iter().all(|&r| r), "{}", a.name);
+        assert!(from_bits(&a.robust[..n0]).iter().all(|&r| !r), "{}", a.name);
         assert_eq!(a.robust[n0..], b.robust[n0..], "{}", a.name);
     }
     assert!(experiment::is_finished(out, cell));

@@ -307,7 +307,7 @@ fn evaluate_in_parts(
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let mut parts: Vec<EvalResults> = Vec::with_capacity(count);
     for index in 0..count {
-        let path = layout.eval_part(job.file, index, count);
+        let path = layout.eval_part(job.file, &parts_key(&job.attacks), index, count);
         let shard = Shard { index, count };
         if let Some(done) = finished_part(&path, &hash, eps, shard, n) {
             parts.push(done);
@@ -349,6 +349,16 @@ fn evaluate_in_parts(
         dir,
         source: Box::new(source),
     })
+}
+
+/// The name of an attack list in its evaluation parts' file names (the first 8 hex digits of
+/// its SHA-256): parts left by a run with other attacks are not reused.
+pub fn parts_key(attacks: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(attacks.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The part at `path` when it was finished for these weights (`hash`), ε and examples; a part

@@ -137,11 +137,12 @@ impl RunLayout {
     }
 
     /// Part `index` of `count` of an evaluation file (an [`crate::eval::EvalResults`] of
-    /// those examples).
-    pub fn eval_part(&self, file: EvalFile, index: usize, count: usize) -> PathBuf {
+    /// those examples); `key` names the attack list, so that a part made under another list is
+    /// never taken for one of this list.
+    pub fn eval_part(&self, file: EvalFile, key: &str, index: usize, count: usize) -> PathBuf {
         let stem = file.file_name().trim_end_matches(".json");
         self.parts()
-            .join(format!("{stem}.part-{index}-of-{count}.json"))
+            .join(format!("{stem}.{key}.part-{index}-of-{count}.json"))
     }
 
     /// Robust accuracy against ε ([`Sweep`]).
@@ -203,8 +204,8 @@ mod tests {
         assert_eq!(name(run.experiment_config()), "experiment.toml");
         assert_eq!(name(run.cell("c").best()), "cells/c/best.safetensors");
         assert_eq!(
-            name(run.eval_part(EvalFile::BlackBoxBest, 2, 4)),
-            "parts/blackbox-best.part-2-of-4.json"
+            name(run.eval_part(EvalFile::BlackBoxBest, "k", 2, 4)),
+            "parts/blackbox-best.k.part-2-of-4.json"
         );
         let evals: Vec<&str> = EvalFile::ALL.iter().map(|f| f.file_name()).collect();
         assert_eq!(

@@ -640,7 +640,8 @@ fn report_statistics_from_known_results() {
 }
 
 /// `eval_last = false` attacks only the best checkpoint; `blackbox_seeds` limits the black-box
-/// table to the seeds it names (the teacher keeps its own).
+/// table to the seeds it names (the teacher keeps its own); a report made half way names the
+/// cells not finished.
 #[test]
 fn best_only_and_blackbox_seeds_are_honoured() {
     let data = temp_dir("claim-grid-data");
@@ -655,7 +656,32 @@ fn best_only_and_blackbox_seeds_are_honoured() {
         data.display()
     );
     let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+    let names: Vec<String> = cfg
+        .cells(&out)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    // A report on a running experiment names the cells it lacks.
+    for cell in 0..3 {
+        experiment::run(&cfg, &out, Some(cell), &device(), &mut Log::default()).unwrap();
+    }
+    let rep = report::collect(std::slice::from_ref(&out)).unwrap();
+    assert_eq!(rep.grid_cells, 4);
+    assert_eq!(rep.unfinished, [names[3].clone()]);
+    let md = report::markdown(&rep);
+    assert!(
+        md.contains(&format!("**Not finished: 1 of 4 cells** ({})", names[3])),
+        "{md}"
+    );
+    assert!(
+        md.contains("## White-box robustness (best checkpoint)"),
+        "{md}"
+    );
     experiment::run(&cfg, &out, None, &device(), &mut Log::default()).unwrap();
+    let rep = report::collect(std::slice::from_ref(&out)).unwrap();
+    assert!(rep.unfinished.is_empty(), "{:?}", rep.unfinished);
+    assert!(!report::markdown(&rep).contains("Not finished"));
     let cells = out.join("cells");
     for (name, blackbox) in [
         ("teacher-cnn-small-natural", true),

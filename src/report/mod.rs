@@ -78,6 +78,12 @@ pub struct Report {
     /// Column → the attack's settings in words (its start among them), from the results files.
     #[serde(default)]
     pub attack_settings: BTreeMap<String, String>,
+    /// Cells of the experiments' grids (`experiment.toml`) that have not finished, by name, and
+    /// how many cells the grids have: a report on a running experiment says what it lacks.
+    #[serde(default)]
+    pub unfinished: Vec<String>,
+    #[serde(default)]
+    pub grid_cells: usize,
     pub warnings: Vec<String>,
 }
 
@@ -147,7 +153,12 @@ type CellGroups = BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, Cell
 pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     let mut groups: CellGroups = BTreeMap::new();
     let mut warnings = Vec::new();
+    let (mut unfinished, mut grid_cells) = (Vec::new(), 0);
     for dir in dirs {
+        if let Some(names) = unfinished_cells(dir, &mut warnings) {
+            grid_cells += names.1;
+            unfinished.extend(names.0);
+        }
         let cells = RunLayout::new(dir).cells();
         let entries = std::fs::read_dir(&cells).map_err(|source| ReportError::NotExperiment {
             path: cells.clone(),
@@ -181,6 +192,8 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     }
     let mut report = Report {
         warnings,
+        unfinished,
+        grid_cells,
         ..Report::default()
     };
     let mut for_stats = Vec::new();
@@ -266,6 +279,29 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     report.teacher_margin = margins;
     report.warnings.extend(warnings);
     Ok(report)
+}
+
+/// The names of the cells of `dir`'s grid that have not finished, and the number of cells in
+/// the grid; `None` for a folder without `experiment.toml` (a report over hand-made results).
+fn unfinished_cells(dir: &Path, warnings: &mut Vec<String>) -> Option<(Vec<String>, usize)> {
+    let path = RunLayout::new(dir).experiment_config();
+    if !path.exists() {
+        return None;
+    }
+    let cells = crate::experiment::ExperimentConfig::from_file(&path)
+        .and_then(|cfg| cfg.cells(dir))
+        .map_err(|e| {
+            warnings.push(format!(
+                "{e}; the report cannot say which cells are missing"
+            ))
+        })
+        .ok()?;
+    let names = cells
+        .iter()
+        .filter(|c| !crate::experiment::is_finished(dir, c))
+        .map(|c| c.name.clone())
+        .collect();
+    Some((names, cells.len()))
 }
 
 /// The paper's numbers (CIFAR-10, ResNet-18 student, TRADES WRN-34-10 teacher, ε = 8/255, best
@@ -409,7 +445,21 @@ pub fn markdown(report: &Report) -> String {
             .chain(["Clean"].iter())
             .any(|c| paper_value(r, c).is_some())
     });
-    md.push_str("## White-box robustness (best and last checkpoint)\n\n");
+    if !report.unfinished.is_empty() {
+        md.push_str(&format!(
+            "**Not finished: {} of {} cells** ({}). The tables show the finished cells only; a \
+             row's mean and ± are over the seeds that have finished (`seeds` in results.json).\n\n",
+            report.unfinished.len(),
+            report.grid_cells,
+            report.unfinished.join(", ")
+        ));
+    }
+    let has_last = report.white_box.iter().any(|r| r.checkpoint == "last");
+    md.push_str(if has_last {
+        "## White-box robustness (best and last checkpoint)\n\n"
+    } else {
+        "## White-box robustness (best checkpoint)\n\n"
+    });
     md.push_str(&table(&report.white_box, WHITE_BOX, true));
     if any_paper {
         md.push_str("\nIn parentheses: the paper's numbers as quoted by later work (docs/spec/results.md), same setup.\n");

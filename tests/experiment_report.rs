@@ -557,6 +557,20 @@ fn report_statistics_from_known_results() {
             &rslad,
         );
     }
+    // IAD has finished seeds 1 and 2 only: RSLAD is compared with it on seed 1, the seed both
+    // have (RSLAD's s1 30/40 against IAD's 12/40).
+    for seed in [1u64, 2] {
+        let iad = fake_result(&bits(36), &[("AA", &bits(12))]);
+        write_cell(
+            &out,
+            &format!("resnet18-iad-s{seed}"),
+            "student",
+            "iad",
+            seed,
+            "eval-best.json",
+            &iad,
+        );
+    }
     let teacher = fake_result(&bits(38), &[("AA", &bits(10))]);
     write_cell(
         &out,
@@ -574,7 +588,20 @@ fn report_statistics_from_known_results() {
         serde_json::to_string(&bb).unwrap(),
     )
     .unwrap();
+    // A copy of a cell inside cells/ is left out, not counted as a third SAT seed.
+    let copy = out.join("cells/resnet18-sat-s0.bak");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["cell.json", "eval-best.json"] {
+        std::fs::copy(out.join("cells/resnet18-sat-s0").join(f), copy.join(f)).unwrap();
+    }
     let rep = report::collect(std::slice::from_ref(&out)).unwrap();
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("resnet18-sat-s0.bak: holds the results of cell resnet18-sat-s0")),
+        "{:?}",
+        rep.warnings
+    );
     let md = report::markdown(&rep);
     // Sample standard deviation of 20 and 40: 14.14 (the population form would give 10).
     assert!(
@@ -595,6 +622,21 @@ fn report_statistics_from_known_results() {
     assert!((c.interval.difference - 0.45).abs() < 1e-12, "{c:?}");
     assert_close_pairs(&c.per_seed, &[(0, 0.55), (1, 0.35)]);
     assert_eq!(c.verdict, "better");
+    let iad = rep
+        .comparisons
+        .iter()
+        .find(|c| c.method == "rslad" && c.against == "iad" && c.column == "AA")
+        .unwrap();
+    assert_eq!(iad.seeds, vec![1]);
+    assert!((iad.interval.difference - 0.45).abs() < 1e-12, "{iad:?}");
+    assert_close_pairs(&iad.per_seed, &[(1, 0.45)]);
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("resnet18 rslad against iad: compared on seeds [1] only")),
+        "{:?}",
+        rep.warnings
+    );
     let clean = rep
         .comparisons
         .iter()
@@ -696,4 +738,61 @@ fn best_only_and_blackbox_seeds_are_honoured() {
             "{name}"
         );
     }
+    // Results of other weights are computed again: s1's cell is reopened with results that
+    // name other weights (as after retraining).
+    let s1 = cells.join("cnn-small-natural-s1");
+    let read = || -> EvalResults {
+        serde_json::from_str(&std::fs::read_to_string(s1.join("eval-best.json")).unwrap()).unwrap()
+    };
+    let mut stale = read();
+    stale.checkpoint_sha256 = Some("0".repeat(64));
+    std::fs::write(
+        s1.join("eval-best.json"),
+        serde_json::to_string(&stale).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(s1.join("cell.json")).unwrap();
+    experiment::run(&cfg, &out, None, &device(), &mut Log::default()).unwrap();
+    assert_eq!(
+        read().checkpoint_sha256.unwrap(),
+        rslad::io::sha256_file(&s1.join("best.safetensors")).unwrap()
+    );
+    // A finished cell whose settings changed is neither reused nor retrained: the run stops
+    // before any cell, names the setting, and the report warns.
+    let teacher_weights = std::fs::read(cells.join("teacher-cnn-small-natural/best.safetensors"));
+    let longer: ExperimentConfig =
+        toml::from_str(&text.replace("[teacher]\n", "[teacher]\nepochs = 2\n")).unwrap();
+    let e = experiment::run(&longer, &out, None, &device(), &mut Log::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("teacher-cnn-small-natural finished with other settings")
+            && e.contains("train.epochs: 1 → 2"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(cells.join("teacher-cnn-small-natural/best.safetensors")).unwrap(),
+        teacher_weights.unwrap()
+    );
+    let state = experiment::cell_state(&out, &longer.cells(&out).unwrap()[1]);
+    assert!(
+        matches!(&state, experiment::CellState::Changed(w) if w == "train.epochs: 1 → 2"),
+        "{state:?}"
+    );
+    // The refused run recorded nothing; a record edited by hand is warned about.
+    let recorded = std::fs::read_to_string(out.join("experiment.toml")).unwrap();
+    assert_eq!(recorded, toml::to_string(&cfg).unwrap());
+    std::fs::write(
+        out.join("experiment.toml"),
+        toml::to_string(&longer).unwrap(),
+    )
+    .unwrap();
+    let rep = report::collect(std::slice::from_ref(&out)).unwrap();
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("cell teacher-cnn-small-natural finished with other settings")),
+        "{:?}",
+        rep.warnings
+    );
 }

@@ -34,10 +34,12 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     let cells = cfg.cells(&out)?;
     if args.list_cells {
         for c in &cells {
-            let status = if experiment::is_finished(&out, c) {
-                "finished"
-            } else {
-                "to do"
+            let status = match experiment::cell_state(&out, c) {
+                experiment::CellState::ToDo => "to do".to_string(),
+                experiment::CellState::Finished => "finished".to_string(),
+                experiment::CellState::Changed(what) => {
+                    format!("finished with other settings ({what})")
+                }
             };
             println!("{}\t{}\t{:?}\t{}", c.index, c.name, c.role, status);
         }

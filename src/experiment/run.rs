@@ -48,6 +48,17 @@ pub enum ExperimentError {
         #[source]
         source: Box<eval::MergeError>,
     },
+    #[error(
+        "cell {cell} finished with other settings than the experiment file's ({what}); its \
+         results belong to those settings: restore them, or move {} out of the experiment \
+         folder (with the students that learned from it, if it is the teacher) to run it again",
+        dir.display()
+    )]
+    Changed {
+        cell: String,
+        dir: PathBuf,
+        what: String,
+    },
     #[error("there is no cell {index}: the experiment has cells 0..{count}")]
     NoSuchCell { index: usize, count: usize },
     #[error("the experiment settings cannot be recorded as TOML: {0}")]
@@ -79,6 +90,18 @@ struct EvalJob {
     attacks: String,
 }
 
+/// A cell finished with other settings is an error, never silently reused or retrained.
+fn refuse_changed(out: &Path, cell: &Cell) -> Result<(), ExperimentError> {
+    match cell_state(out, cell) {
+        CellState::Changed(what) => Err(ExperimentError::Changed {
+            cell: cell.name.clone(),
+            dir: cell_dir(out, cell),
+            what,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Runs one cell to the end (resuming whatever it had done).
 pub fn run_cell(
     cfg: &ExperimentConfig,
@@ -94,7 +117,7 @@ pub fn run_cell(
     let checkpoints = train_or_take(cell, &layout, device, observer)?;
     for job in eval_jobs(cfg, out, cell, &checkpoints) {
         let path = layout.eval(job.file);
-        if path.is_file() {
+        if of_these_weights(&path, &job.checkpoint) {
             continue;
         }
         let r = match same_weights_result(&layout, job.file, &job.checkpoint) {
@@ -264,6 +287,18 @@ fn sweep(
 /// The last checkpoint is often the best one (the final epoch has the lowest learning rate).
 /// Evaluation is seeded and deterministic, so the same weights get the best checkpoint's
 /// results, relabelled, instead of a second run of every attack.
+/// Whether `results` exists and was computed on the weights now in `ckpt` (a retrained cell's
+/// old results are computed again, not reused).
+fn of_these_weights(results: &Path, ckpt: &Path) -> bool {
+    let Some(r) = std::fs::read_to_string(results)
+        .ok()
+        .and_then(|t| serde_json::from_str::<EvalResults>(&t).ok())
+    else {
+        return false;
+    };
+    crate::io::sha256_file(ckpt).is_ok_and(|h| r.checkpoint_sha256.as_deref() == Some(h.as_str()))
+}
+
 fn same_weights_result(layout: &RunLayout, file: EvalFile, ckpt: &Path) -> Option<EvalResults> {
     if file != EvalFile::Last {
         return None;
@@ -419,17 +454,25 @@ pub fn run(
 ) -> Result<(), ExperimentError> {
     let cells = cfg.cells(out).map_err(ExperimentError::Config)?;
     cfg.validate(&cells).map_err(ExperimentError::Config)?;
+    let only = match only {
+        Some(i) => Some(cells.get(i).ok_or(ExperimentError::NoSuchCell {
+            index: i,
+            count: cells.len(),
+        })?),
+        None => None,
+    };
+    // Checked before anything is written or run: a changed teacher would make its students'
+    // hours worthless.
+    for cell in only.map_or(&cells[..], std::slice::from_ref) {
+        refuse_changed(out, cell)?;
+    }
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let recorded = toml::to_string(cfg)?;
     let path = RunLayout::new(out).experiment_config();
     crate::io::write_atomic(&path, recorded.as_bytes()).map_err(io_err(&path))?;
-    if let Some(i) = only {
-        let cell = cells.get(i).ok_or(ExperimentError::NoSuchCell {
-            index: i,
-            count: cells.len(),
-        })?;
+    if let Some(cell) = only {
         if is_finished(out, cell) {
-            observer.message(&format!("cell {i} ({}) is finished", cell.name));
+            observer.message(&format!("cell {} ({}) is finished", cell.index, cell.name));
             return Ok(());
         }
         return run_cell(cfg, out, cell, device, observer);

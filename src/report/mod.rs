@@ -146,7 +146,7 @@ fn aggregate(results: &[BTreeMap<String, f64>]) -> (BTreeMap<String, f64>, BTree
 /// Model, method and (ε, robust accuracy) points of one robustness-against-ε curve.
 pub type Sweep = (String, String, Vec<(f64, f64)>);
 
-/// Cells grouped by (role order, model, method, dataset): (seed, directory, record) of each.
+/// Cells grouped by (role order, model, method, role): (seed, directory, record) of each.
 type CellGroups = BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, CellRecord)>>;
 
 /// Collects the cells of experiment directories (`DIR/cells/*`) into a report.
@@ -170,6 +170,15 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
             else {
                 continue;
             };
+            // A copy or a folder moved aside inside cells/ would count its seed twice.
+            if e.file_name().to_str() != Some(rec.cell.name.as_str()) {
+                warnings.push(format!(
+                    "{}: holds the results of cell {} (a copy, or a folder moved aside?); left out",
+                    e.path().display(),
+                    rec.cell.name
+                ));
+                continue;
+            }
             let order = match rec.cell.role {
                 crate::experiment::Role::Teacher => 0,
                 crate::experiment::Role::Surrogate => 1,
@@ -200,6 +209,15 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     for ((_, model, method, role), members) in groups.iter_mut() {
         // Seed order, not directory order: "the first seed" is then seed order's first.
         members.sort_by_key(|m| m.0);
+        // The same cell in two experiment folders: one seed is one run in a mean.
+        let before = members.len();
+        members.dedup_by_key(|m| m.0);
+        if members.len() < before {
+            report.warnings.push(format!(
+                "{model} {method}: a seed appears in more than one of the folders reported; \
+                 the first folder's run is used"
+            ));
+        }
         for file in EvalFile::ALL {
             let (checkpoint, black) = (file.checkpoint(), file.black_box());
             let (seeds, results): (Vec<u64>, Vec<EvalResults>) = members
@@ -296,11 +314,19 @@ fn unfinished_cells(dir: &Path, warnings: &mut Vec<String>) -> Option<(Vec<Strin
             ))
         })
         .ok()?;
-    let names = cells
-        .iter()
-        .filter(|c| !crate::experiment::is_finished(dir, c))
-        .map(|c| c.name.clone())
-        .collect();
+    let mut names = Vec::new();
+    for c in &cells {
+        match crate::experiment::cell_state(dir, c) {
+            crate::experiment::CellState::Finished => {}
+            crate::experiment::CellState::ToDo => names.push(c.name.clone()),
+            crate::experiment::CellState::Changed(what) => warnings.push(format!(
+                "cell {} finished with other settings than {} now gives ({what}); its rows \
+                 are of those settings",
+                c.name,
+                path.display()
+            )),
+        }
+    }
     Some((names, cells.len()))
 }
 

@@ -89,6 +89,15 @@ enum ComparisonError {
         label: String,
         against: String,
     },
+    #[error(
+        "{model} {label} against {against}: no seed has finished on both sides; no paired \
+         comparison"
+    )]
+    NoSharedSeed {
+        model: String,
+        label: String,
+        against: String,
+    },
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
 }
@@ -171,6 +180,19 @@ impl GroupResults {
         self.results.iter().map(|r| r.0).collect()
     }
 
+    /// The same group, keeping the given seeds only.
+    fn only(&self, seeds: &[u64]) -> GroupResults {
+        GroupResults {
+            results: self
+                .results
+                .iter()
+                .filter(|(s, _)| seeds.contains(s))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// The attacked images, if every seed attacked the same ones.
     fn example_ids(&self) -> Option<&[u64]> {
         let first = &self.results.first()?.1.example_ids;
@@ -207,6 +229,54 @@ fn accuracy(side: &[Vec<bool>]) -> f64 {
     side.iter().flatten().filter(|&&b| b).count() as f64 / n.max(1) as f64
 }
 
+/// "better" or "worse" as the interval says, unless the per-seed differences disagree with it
+/// in sign: the interval covers the images, not the training seeds, so a difference that one
+/// seed reverses is "mixed over seeds".
+fn verdict(interval: &Interval, per_seed: &[(u64, f64)]) -> &'static str {
+    let v = interval.verdict();
+    let reversed = |d: f64| {
+        if interval.low > 0.0 {
+            d <= 0.0
+        } else {
+            d >= 0.0
+        }
+    };
+    if v != "no evidence either way" && per_seed.len() > 1 && per_seed.iter().any(|p| reversed(p.1))
+    {
+        "mixed over seeds"
+    } else {
+        v
+    }
+}
+
+/// Two students are compared seed against seed: both keep only the seeds both have (while an
+/// experiment runs one side may have more), with a warning when that drops any.
+fn shared_seeds(
+    a: &GroupResults,
+    b: &GroupResults,
+    label: &str,
+) -> Result<(GroupResults, GroupResults, Option<String>), ComparisonError> {
+    let (sa, sb) = (a.seeds(), b.seeds());
+    let shared: Vec<u64> = sa.iter().copied().filter(|s| sb.contains(s)).collect();
+    if shared.is_empty() {
+        return Err(ComparisonError::NoSharedSeed {
+            model: a.model.clone(),
+            label: label.to_string(),
+            against: b.method.clone(),
+        });
+    }
+    let warning = (shared.len() < sa.len().max(sb.len())).then(|| {
+        format!(
+            "{} {label} against {}: compared on seeds {shared:?} only, the seeds both have \
+             ({label} has {sa:?}, {} {sb:?})",
+            a.model, b.method, b.method
+        )
+    });
+    Ok((a.only(&shared), b.only(&shared), warning))
+}
+
+/// `a` − `b` per column. A teacher (`a`, one run) is compared with each of `b`'s seeds;
+/// students are compared seed against seed (see [`shared_seeds`]).
 fn compare(
     a: &GroupResults,
     b: &GroupResults,
@@ -237,7 +307,7 @@ fn compare(
                     )
                 })
                 .collect()
-        } else if ca.len() == 1 {
+        } else if a.role == "teacher" {
             sb.iter()
                 .zip(&cb)
                 .map(|(&s, y)| (s, accuracy(&ca) - accuracy(std::slice::from_ref(y))))
@@ -259,8 +329,8 @@ fn compare(
             accuracy: accuracy(&ca),
             against_accuracy: accuracy(&cb),
             interval,
+            verdict: verdict(&interval, &per_seed).to_string(),
             per_seed,
-            verdict: interval.verdict().to_string(),
         });
     }
     Ok(out)
@@ -280,7 +350,11 @@ pub fn claim(groups: &[GroupResults]) -> (Vec<Comparison>, Vec<Comparison>, Vec<
                 && b.black_box == a.black_box
                 && !(is_rslad(b) && b.method <= a.method)
         }) {
-            match compare(a, b, &a.method) {
+            let paired = shared_seeds(a, b, &a.method).and_then(|(a, b, warning)| {
+                warnings.extend(warning);
+                compare(&a, &b, &a.method)
+            });
+            match paired {
                 Ok(c) => comparisons.extend(c),
                 Err(e) => warnings.push(e.to_string()),
             }
@@ -355,7 +429,10 @@ pub fn markdown(comparisons: &[Comparison], margins: &[Comparison]) -> String {
         "Accuracy points, mean over seeds, on the same test images; 95% interval from a paired \
          bootstrap over the images ({REPLICATES} resamples, seed {BOOTSTRAP_SEED}; it covers the \
          choice of test images, the per-seed column shows the spread over training seeds). An \
-         interval that contains 0 is no evidence either way.\n\n"
+         interval that contains 0 is no evidence either way; a difference whose interval \
+         excludes 0 but that a seed reverses is \"mixed over seeds\". Each row is a 95% \
+         interval on its own: among many rows, about one in twenty of those with no real \
+         difference still reads \"better\" or \"worse\".\n\n"
     );
     if !margins.is_empty() {
         md.push_str("\n## The teacher's margin over the SAT student\n\n");
@@ -451,6 +528,40 @@ mod tests {
         assert_eq!(i.difference, 0.0);
         assert_eq!((i.low, i.high), (0.0, 0.0));
         assert_eq!(i.verdict(), "no evidence either way");
+    }
+
+    /// The interval covers the images only: a seed that reverses the sign makes "better" or
+    /// "worse" "mixed over seeds"; one seed, or seeds that agree, keep the interval's verdict.
+    #[test]
+    fn a_seed_that_reverses_the_difference_makes_it_mixed() {
+        let up = Interval {
+            difference: 0.03,
+            low: 0.01,
+            high: 0.05,
+        };
+        let down = Interval {
+            difference: -0.03,
+            low: -0.05,
+            high: -0.01,
+        };
+        let none = Interval {
+            difference: 0.01,
+            low: -0.01,
+            high: 0.03,
+        };
+        assert_eq!(verdict(&up, &[(0, 0.05), (1, 0.01), (2, 0.03)]), "better");
+        assert_eq!(
+            verdict(&up, &[(0, 0.07), (1, -0.01), (2, 0.03)]),
+            "mixed over seeds"
+        );
+        assert_eq!(verdict(&up, &[(0, 0.05), (1, 0.0)]), "mixed over seeds");
+        assert_eq!(verdict(&up, &[(0, -0.02)]), "better");
+        assert_eq!(verdict(&down, &[(0, -0.05), (1, -0.01)]), "worse");
+        assert_eq!(verdict(&down, &[(0, -0.07), (1, 0.01)]), "mixed over seeds");
+        assert_eq!(
+            verdict(&none, &[(0, 0.05), (1, -0.01)]),
+            "no evidence either way"
+        );
     }
 
     #[test]

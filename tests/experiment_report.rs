@@ -483,6 +483,34 @@ fn teacher_schedule_and_grid_errors() {
     assert!(e.to_string().contains("blackbox_seeds"), "{e}");
 }
 
+/// An attack list that does not parse, or a given checkpoint that is missing, stops the
+/// experiment before any cell trains or anything is written.
+#[test]
+fn attack_lists_and_given_checkpoints_are_checked_before_training() {
+    let base = "dataset = \"fashion-mnist\"\ndata_dir = \"/nonexistent\"\nepochs = 1\n\
+                attacks = \"pgd-sat,aa\"\n[teacher]\nmodel = \"cnn-small\"\nmethod = \"sat\"\n\
+                [[student]]\nmodel = \"cnn-small\"\nmethods = [\"rslad\"]\n";
+    for (text, needle) in [
+        (base.replace("pgd-sat,aa", "pgd-sat,aa:stepz=3"), "stepz"),
+        (base.replace("pgd-sat,aa", "pgd-sat,pgd:steps=0"), "steps"),
+        (
+            base.replace(
+                "method = \"sat\"\n",
+                "method = \"sat\"\ncheckpoint = \"/nonexistent/teacher.safetensors\"\n",
+            ),
+            "/nonexistent/teacher.safetensors",
+        ),
+    ] {
+        let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+        let out = temp_dir("experiment-prechecks");
+        let e = experiment::run(&cfg, &out, None, &device(), &mut Log::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{e}");
+        assert!(!out.join("experiment.toml").exists(), "{e}");
+    }
+}
+
 fn write_cell(
     out: &Path,
     name: &str,
@@ -692,7 +720,7 @@ fn best_only_and_blackbox_seeds_are_honoured() {
     let text = format!(
         "dataset = \"fashion-mnist\"\ndata_dir = \"{}\"\ntrain_limit = 64\ntest_limit = 32\nepochs = 1\neps = 0.1\n\
          seeds = [0, 1]\nbatch_size = 32\nmilestones = []\nattack_steps = 2\nmonitor_examples = 16\n\
-         attacks = \"fgsm\"\neval_examples = 16\neval_last = false\nblackbox_seeds = [0]\neps_sweep = 0\nsquare_queries = 5\n\
+         attacks = \"fgsm\"\neval_examples = 40\neval_last = false\nblackbox_seeds = [0]\neps_sweep = 0\nsquare_queries = 5\n\
          [teacher]\nmodel = \"cnn-small\"\nmethod = \"natural\"\n[surrogate]\nmodel = \"cnn-small\"\nmethod = \"natural\"\n\
          [[student]]\nmodel = \"cnn-small\"\nmethods = [\"natural\"]\n",
         data.display()
@@ -720,9 +748,19 @@ fn best_only_and_blackbox_seeds_are_honoured() {
         md.contains("## White-box robustness (best checkpoint)"),
         "{md}"
     );
-    experiment::run(&cfg, &out, None, &device(), &mut Log::default()).unwrap();
+    let mut log = Log::default();
+    experiment::run(&cfg, &out, None, &device(), &mut log).unwrap();
+    // eval_examples = 40 of a 32-image test set: the 32 are evaluated, and said so.
+    assert!(
+        log.0
+            .iter()
+            .any(|m| m.contains("the test set has 32 images, fewer than eval_examples = 40")),
+        "{:?}",
+        log.0
+    );
     let rep = report::collect(std::slice::from_ref(&out)).unwrap();
     assert!(rep.unfinished.is_empty(), "{:?}", rep.unfinished);
+    assert_eq!(rep.white_box[0].n_examples, 32);
     assert!(!report::markdown(&rep).contains("Not finished"));
     let cells = out.join("cells");
     for (name, blackbox) in [

@@ -267,6 +267,39 @@ fn checkpoint_specs_are_checked_before_building() {
         assert!(err.contains(needle), "{spec}: {err}");
         assert!(err.contains(&p.display().to_string()), "{err}");
     }
+    // Offsets that would wrap the file-size check round to 0 (one backed by a shape, one of a
+    // dtype rslad does not read) are truncation, not a 10^18-value model.
+    let wrapping = |dtype: &str, shape: u64, per: u64| -> Vec<u8> {
+        let mut len = 0u64;
+        loop {
+            let end = u64::MAX - 7 - len;
+            let start = end - shape * per;
+            let header = format!(
+                r#"{{"__metadata__":{{"rslad.spec":{}}},"x":{{"dtype":"{dtype}","shape":[{shape}],"data_offsets":[{start},{end}]}}}}"#,
+                serde_json::to_string(
+                    r#"{"name":"wrn-1000-1000","input":{"channels":3,"height":32,"width":32},"num_classes":10}"#
+                )
+                .unwrap()
+            );
+            if header.len() as u64 == len {
+                let mut bytes = len.to_le_bytes().to_vec();
+                bytes.extend_from_slice(header.as_bytes());
+                return bytes;
+            }
+            len = header.len() as u64;
+        }
+    };
+    for (i, bytes) in [wrapping("F32", (1 << 60) - 1, 4), wrapping("X", 1, 0)]
+        .iter()
+        .enumerate()
+    {
+        let p = dir.join(format!("wrap-{i}.safetensors"));
+        std::fs::write(&p, bytes).unwrap();
+        let Err(err) = load_model(&p, &device, None) else {
+            panic!("a wrapping checkpoint was accepted");
+        };
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
     // Through the CLI: eval and export fail cleanly.
     let p = dir.join("bad-0.safetensors");
     refused(
@@ -338,6 +371,7 @@ fn attack_options_that_do_nothing_are_refused() {
         ("aa:queries=0", "queries"),
         ("pgd:eps=2", "eps"),
         ("pgd:eps=-0.1", "eps"),
+        ("pgd:eps=0.3", "differs from the evaluation's eps"),
         ("pgd:steps=5:steps=100", "steps"),
         ("cw:kappa=nan:loss=cw", "kappa"),
         ("paper,fgsm", "twice"),
@@ -1196,6 +1230,61 @@ fn report_names_files_it_cannot_read() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("eps (0.1 vs 0.2)"), "{err}");
+}
+
+/// Cells a report cannot trust are left out with a warning naming the file: a model name that
+/// would put a plot outside the output folder, outcomes of the wrong length or not 0/1, and a
+/// recorded accuracy its outcomes do not give.
+#[test]
+fn report_leaves_out_what_it_cannot_trust() {
+    let root = temp_dir("report-untrusted");
+    let put = |name: &str, model: &str, r: &EvalResults| {
+        let dir = root.join("cells").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cell = serde_json::json!({
+            "cell": {"index": 0, "name": name, "role": "student", "model": model,
+                     "method": name, "seed": 0, "checkpoint": null, "train": {}},
+            "dataset": "fashion-mnist", "eps": 0.1, "finished": true
+        });
+        std::fs::write(dir.join("cell.json"), cell.to_string()).unwrap();
+        std::fs::write(
+            dir.join("eval-best.json"),
+            serde_json::to_string(r).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+    };
+    let good = |clean: &str, aa: &str| {
+        let mut r = shard(0..4, clean, aa, &[]);
+        r.clean_accuracy = clean.matches('1').count() as f64 / 4.0;
+        r.attacks[0].robust_accuracy = aa.matches('1').count() as f64 / 4.0;
+        r
+    };
+    put("sat", "cnn-small", &good("1110", "1100"));
+    put("escape", "/../../escaped", &good("1110", "1100"));
+    put("short", "cnn-small", &good("111", "1100"));
+    put("letters", "cnn-small", &good("11x0", "1100"));
+    let mut edited = good("1110", "1100");
+    edited.attacks[0].robust_accuracy = 0.9;
+    put("edited", "cnn-small", &edited);
+    let rep = rslad::report::collect(std::slice::from_ref(&root)).unwrap();
+    let methods: Vec<&str> = rep.white_box.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["sat"], "{:?}", rep.warnings);
+    for needle in [
+        "the model '/../../escaped' is not a model name",
+        "clean has 3 outcomes for 4 example ids",
+        "the outcome 'x'",
+        "AA records accuracy 0.9, its outcomes give 0.5",
+    ] {
+        assert!(
+            rep.warnings.iter().any(|w| w.contains(needle)),
+            "{needle}: {:?}",
+            rep.warnings
+        );
+    }
+    let out = root.join("report");
+    rslad::report::write(&rep, &out).unwrap();
+    assert!(!root.join("escaped.svg").exists() && !root.join("curves-").exists());
 }
 
 #[test]

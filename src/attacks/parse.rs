@@ -63,6 +63,16 @@ fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, At
         Input::Path => opts.path = rest.to_string(),
         Input::Options(own) => opts.read(rest, own)?,
     }
+    // Every point is judged inside the evaluation's ε-ball and the results file records that
+    // one ε: an attack at another ε would be clipped to it, or would measure another threat
+    // model under its heading.
+    if (opts.eps - ctx.eps).abs() > 1e-9 {
+        return Err(opts.bad(format!(
+            "eps={} differs from the evaluation's eps {}: results are judged and recorded at \
+             one eps; give it with --eps (or the config's eps) instead",
+            opts.eps, ctx.eps
+        )));
+    }
     let attacks = (entry.build)(&opts, ctx)?;
     opts.check_used(entry.options())?;
     Ok(attacks)

@@ -39,7 +39,8 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
         key: "eps",
         kind: OptionKind::Eps,
         default: OptionDefault::Evaluation,
-        help: "L-inf radius on the [0,1] scale (8/255 or 0.0314), within [0, 1]",
+        help: "L-inf radius on the [0,1] scale (8/255 or 0.0314); it must be the evaluation's \
+               (--eps), at which every point is judged and recorded",
         requires: None,
     },
     OptionSpec {
@@ -341,7 +342,8 @@ mod tests {
 
     fn sample(kind: OptionKind) -> Vec<&'static str> {
         match kind {
-            OptionKind::Eps => vec!["0.05", "8/255"],
+            // The only ε an attack may be given is the evaluation's (the context's 8/255).
+            OptionKind::Eps => vec!["8/255", "0.0313725490196"],
             OptionKind::Step => vec!["0.01", "2/255"],
             OptionKind::Number => vec!["3", "0.5"],
             OptionKind::Count => vec!["2"],

@@ -54,6 +54,15 @@ pub enum ShardDefect {
     },
     #[error("{what} has the outcome '{outcome}'; outcomes are 0 or 1")]
     Outcome { what: String, outcome: char },
+    #[error(
+        "{what} records accuracy {recorded}, its outcomes give {from_outcomes} (an edited \
+         result file)"
+    )]
+    Accuracy {
+        what: String,
+        recorded: f64,
+        from_outcomes: f64,
+    },
 }
 
 /// Merges the shards of one evaluation (same checkpoint, attacks and ε; disjoint examples)
@@ -64,7 +73,7 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeEr
         return Err(MergeError::NoShards);
     }
     for (i, s) in shards.iter().enumerate() {
-        check_shard(s).map_err(|defect| MergeError::Damaged {
+        check_outcomes(s).map_err(|defect| MergeError::Damaged {
             number: i + 1,
             examples: shard_name(s),
             defect,
@@ -222,9 +231,9 @@ fn shard_name(s: &EvalResults) -> String {
     }
 }
 
-/// One shard is consistent: one outcome character ('0' or '1') per example id, for the clean
-/// pass, every attack and every stage.
-fn check_shard(s: &EvalResults) -> Result<(), ShardDefect> {
+/// A results file is consistent: one outcome character ('0' or '1') per example id, for the
+/// clean pass, every attack and every stage.
+pub fn check_outcomes(s: &EvalResults) -> Result<(), ShardDefect> {
     let n = s.example_ids.len();
     let check = |what: &str, flags: &str| {
         if flags.chars().count() != n {
@@ -248,6 +257,30 @@ fn check_shard(s: &EvalResults) -> Result<(), ShardDefect> {
         for st in &a.stages {
             check(&format!("{} stage {}", a.name, st.name), &st.robust)?;
         }
+    }
+    Ok(())
+}
+
+/// The recorded accuracies (clean and per attack) are the fractions of 1s in their outcomes,
+/// as rslad writes them: a table built from them then agrees with the comparisons built from
+/// the outcomes. (Merging recomputes them, so shards are not held to this.)
+pub fn check_accuracies(s: &EvalResults) -> Result<(), ShardDefect> {
+    let n = s.example_ids.len().max(1) as f64;
+    let agrees = |what: &str, flags: &str, recorded: f64| {
+        let from_outcomes = flags.matches('1').count() as f64 / n;
+        if (recorded - from_outcomes).abs() > 1e-9 {
+            Err(ShardDefect::Accuracy {
+                what: what.to_string(),
+                recorded,
+                from_outcomes,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    agrees("clean", &s.clean, s.clean_accuracy)?;
+    for a in &s.attacks {
+        agrees(&a.name, &a.robust, a.robust_accuracy)?;
     }
     Ok(())
 }

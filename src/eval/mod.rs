@@ -7,7 +7,7 @@
 
 mod checkpoint;
 mod merge;
-pub use merge::{merge_shards, MergeError, ShardDefect};
+pub use merge::{check_accuracies, check_outcomes, merge_shards, MergeError, ShardDefect};
 
 pub use checkpoint::{
     evaluate_checkpoint, prepare, EvalError, EvalRequest, PreparedEval, Shard, ShardError,

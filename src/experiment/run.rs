@@ -59,6 +59,12 @@ pub enum ExperimentError {
         dir: PathBuf,
         what: String,
     },
+    #[error("attacks = \"{list}\" in the experiment file: {source}")]
+    Attacks {
+        list: String,
+        #[source]
+        source: crate::attacks::AttackError,
+    },
     #[error("there is no cell {index}: the experiment has cells 0..{count}")]
     NoSuchCell { index: usize, count: usize },
     #[error("the experiment settings cannot be recorded as TOML: {0}")]
@@ -88,6 +94,43 @@ struct EvalJob {
     file: EvalFile,
     checkpoint: PathBuf,
     attacks: String,
+}
+
+/// What can be checked before any cell runs: the attack list parses for every model of the
+/// grid, and the checkpoints the file gives exist.
+fn check_before_running(
+    cfg: &ExperimentConfig,
+    cells: &[Cell],
+    device: &burn::prelude::Device,
+) -> Result<(), ExperimentError> {
+    let kind = cfg.kind().map_err(ExperimentError::Config)?;
+    let eps = cfg.eps().map_err(ExperimentError::Config)?;
+    let list = cfg.attacks.clone().unwrap_or_else(|| "paper".into());
+    let mut checked = Vec::new();
+    for cell in cells {
+        if let Some(p) = cell.checkpoint.as_ref().filter(|p| !p.is_file()) {
+            return Err(ExperimentError::MissingCheckpoint {
+                path: p.clone(),
+                role: cell.role,
+            });
+        }
+        let Some(arch) = cell.train.model.filter(|a| !checked.contains(a)) else {
+            continue;
+        };
+        checked.push(arch);
+        let spec = crate::models::ModelSpec::for_dataset(arch, kind);
+        let ctx = crate::attacks::AttackContext {
+            eps,
+            seed: cell.seed,
+            device,
+            target: &spec,
+        };
+        crate::attacks::parse_list(&list, &ctx).map_err(|source| ExperimentError::Attacks {
+            list: list.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// A cell finished with other settings is an error, never silently reused or retrained.
@@ -334,7 +377,24 @@ fn evaluate_in_parts(
         cell: cell.name.clone(),
         source,
     };
-    let n = cfg.eval_examples.unwrap_or(1000);
+    // The parts are named by their share of the images that exist: a test set smaller than
+    // eval_examples is evaluated whole (as `rslad eval` does), and its parts still resume.
+    let wanted = cfg.eval_examples.unwrap_or(1000);
+    let n = crate::data::load(
+        kind,
+        cfg.data_dir.as_deref(),
+        crate::data::Split::Test,
+        Some(wanted),
+    )
+    .map_err(|e| eval_err(EvalError::Data(e)))?
+    .len();
+    if n < wanted {
+        observer.message(&format!(
+            "{}: the test set has {n} images, fewer than eval_examples = {wanted}: evaluating \
+             those {n}",
+            cell.name
+        ));
+    }
     let batch = cfg.eval_batch_size.unwrap_or(EVAL_BATCH_SIZE).max(1);
     let count = n.div_ceil(batch).max(1);
     let hash = crate::io::sha256_file(&job.checkpoint).map_err(io_err(&job.checkpoint))?;
@@ -462,10 +522,12 @@ pub fn run(
         None => None,
     };
     // Checked before anything is written or run: a changed teacher would make its students'
-    // hours worthless.
+    // hours worthless, and a typo in the attacks or a missing given checkpoint would surface
+    // only after hours of training.
     for cell in only.map_or(&cells[..], std::slice::from_ref) {
         refuse_changed(out, cell)?;
     }
+    check_before_running(cfg, &cells, device)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let recorded = toml::to_string(cfg)?;
     let path = RunLayout::new(out).experiment_config();

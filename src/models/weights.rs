@@ -162,11 +162,18 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, WeightsError> {
         data_end = data_end.max(end);
         tensors.insert(name, (dtype, shape));
     }
-    if 8 + header_len + data_end > file_len {
-        return Err(corrupt(format!(
-            "truncated: tensors need {} bytes, the file has {file_len}",
-            8 + header_len + data_end
-        )));
+    // Checked: offsets near u64::MAX must not wrap round to a small total.
+    match 8u64
+        .checked_add(header_len)
+        .and_then(|n| n.checked_add(data_end))
+    {
+        Some(need) if need <= file_len => {}
+        need => {
+            return Err(corrupt(format!(
+                "truncated: tensors need {} bytes, the file has {file_len}",
+                need.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+            )))
+        }
     }
     Ok(Header { tensors, metadata })
 }
@@ -241,6 +248,7 @@ fn spec_of(path: &Path, header: &Header) -> Result<ModelSpec, WeightsError> {
             describe(&spec)
         )));
     }
+    spec.check_size().map_err(bad)?;
     Ok(spec)
 }
 

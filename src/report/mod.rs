@@ -117,6 +117,19 @@ fn read_json_or_warn<T: for<'de> Deserialize<'de>>(
     }
 }
 
+/// A results file whose outcomes are consistent (one 0/1 per example, accuracies that are
+/// theirs, at least one example); anything else is a warning and left out, never a number.
+fn read_results(path: &Path, warnings: &mut Vec<String>) -> Option<EvalResults> {
+    let r: EvalResults = read_json_or_warn(path, warnings)?;
+    let defect = match crate::eval::check_outcomes(&r).and(crate::eval::check_accuracies(&r)) {
+        Err(d) => d.to_string(),
+        Ok(()) if r.example_ids.is_empty() => "no examples were evaluated".into(),
+        Ok(()) => return Some(r),
+    };
+    warnings.push(format!("{}: {defect}; left out", path.display()));
+    None
+}
+
 fn columns(r: &EvalResults) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     m.insert("Clean".to_string(), r.clean_accuracy);
@@ -170,6 +183,16 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
             else {
                 continue;
             };
+            // The model's name becomes a plot's file name: only a plain model name may.
+            let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if rec.cell.model.is_empty() || !rec.cell.model.chars().all(plain) {
+                warnings.push(format!(
+                    "{}: the model '{}' is not a model name; left out",
+                    cell.cell_record().display(),
+                    rec.cell.model
+                ));
+                continue;
+            }
             // A copy or a folder moved aside inside cells/ would count its seed twice.
             if e.file_name().to_str() != Some(rec.cell.name.as_str()) {
                 warnings.push(format!(
@@ -224,7 +247,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
                 .iter()
                 .filter_map(|(s, p, _)| {
                     let path = RunLayout::new(p).eval(file);
-                    Some((*s, read_json_or_warn(&path, &mut report.warnings)?))
+                    Some((*s, read_results(&path, &mut report.warnings)?))
                 })
                 .unzip();
             if results.is_empty() {

@@ -372,8 +372,11 @@ fn attack_options_that_do_nothing_are_refused() {
         ("pgd:eps=2", "eps"),
         ("pgd:eps=-0.1", "eps"),
         ("pgd:eps=0.3", "differs from the evaluation's eps"),
+        ("apgd-t:steps=2305843009213693952", "beyond 1000000"),
+        ("square:queries=1000001", "beyond 1000000"),
         ("pgd:steps=5:steps=100", "steps"),
         ("cw:kappa=nan:loss=cw", "kappa"),
+        ("cw:loss=cw:kappa=-100", "kappa=-100 must be at least 0"),
         ("paper,fgsm", "twice"),
         ("pgd:steps=3,pgd:steps=3", "twice"),
     ] {
@@ -1158,6 +1161,21 @@ fn models_too_large_to_build_are_refused() {
         "parameters",
     );
     assert!(err.contains("--model"), "{err}");
+    // A width whose parameter count would wrap round is too large as well.
+    refused(
+        &[
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            s(&data),
+            "--model",
+            "wrn-10-18446744073709551615",
+            "--out",
+            s(&root.join("run")),
+        ],
+        "parameters",
+    );
     refused(
         &[
             "import",

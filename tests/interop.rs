@@ -139,6 +139,32 @@ fn wrong_model_or_layout_lists_every_problem() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("layout"), "{e}");
+    // A NaN weight is named, not imported.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let target = owned
+        .iter_mut()
+        .find(|t| t.0 == "linear.weight")
+        .expect("linear.weight exported");
+    target.3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, dtype, shape, d)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), d);
+            (n.clone(), view.unwrap())
+        })
+        .collect();
+    let nan = dir.join("nan.safetensors");
+    std::fs::write(&nan, safetensors::serialize(views, None).unwrap()).unwrap();
+    let e = interop::import(&nan, &spec, None, &device())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not finite: linear.weight"), "{e}");
 }
 
 /// A minimal `torch.save` zip: `data.pkl` (given) and one storage `data/0` of `storage` bytes.

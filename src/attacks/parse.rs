@@ -78,6 +78,11 @@ fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, At
     Ok(attacks)
 }
 
+/// The largest step, restart, target or query count an attack list may give: 100x the
+/// largest any reference setting uses (Square's 5000 queries), far below where the attacks'
+/// arithmetic on counts could overflow.
+const MAX_COUNT: u64 = 1_000_000;
+
 /// A parsed option value.
 enum Value {
     Number(f64),
@@ -167,6 +172,11 @@ impl AttackOptions {
                     .map_err(|_| self.bad(format!("{key}={v} is not a whole number")))?;
                 if n == 0 && spec.kind == OptionKind::Count {
                     return Err(self.bad(format!("{key}=0 would run no attack; give at least 1")));
+                }
+                if spec.kind == OptionKind::Count && n > MAX_COUNT {
+                    return Err(self.bad(format!(
+                        "{key}={v} is beyond {MAX_COUNT} (a typo?): no attack needs that many"
+                    )));
                 }
                 Value::Whole(n)
             }

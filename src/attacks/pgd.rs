@@ -196,9 +196,18 @@ impl Pgd {
             p.loss = match v {
                 "ce" => PgdLoss::CrossEntropy,
                 "dlr" => PgdLoss::Dlr,
-                _ => PgdLoss::Margin {
-                    kappa: o.number("kappa").unwrap_or(50.0),
-                },
+                _ => {
+                    let kappa = o.number("kappa").unwrap_or(50.0);
+                    // Below 0 the clamped margin is flat before the example is misclassified:
+                    // the attack would stop short of the boundary it is meant to cross.
+                    if kappa < 0.0 {
+                        return Err(o.bad(format!(
+                            "kappa={kappa} must be at least 0 (the margin loss would stop \
+                             before the class changes)"
+                        )));
+                    }
+                    PgdLoss::Margin { kappa }
+                }
             }
         }
         if preset == Preset::Pgd && o.any_given() {

@@ -94,6 +94,7 @@ fn read_idx(
     let rank = 1 + record_dims.len();
     let io = |e: std::io::Error| DataError::io(path, e);
     let file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
     let mut sniff = std::io::BufReader::new(file);
     let gz = std::io::BufRead::fill_buf(&mut sniff)
         .map_err(io)?
@@ -186,7 +187,18 @@ fn read_idx(
         });
     }
     let expected: usize = dims.iter().product();
-    let mut data = Vec::with_capacity(expected);
+    // Memory follows the bytes that are there, not the header's promise: a plain file is
+    // measured first, a gzip stream's buffer grows as it expands.
+    if !gz && file_len < (header + expected) as u64 {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            detail: format!(
+                "header announces {dims:?} = {expected} bytes of data, file holds {}",
+                file_len.saturating_sub(header as u64)
+            ),
+        });
+    }
+    let mut data = Vec::with_capacity(if gz { expected.min(1 << 26) } else { expected });
     reader
         .by_ref()
         .take(expected as u64 + 1)

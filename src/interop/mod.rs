@@ -368,6 +368,10 @@ pub fn import(
             }
             Some(s) => match s.data {
                 None => wrong.push(format!("  wrong dtype: {key} is not a float tensor")),
+                // A NaN or infinite weight gives NaN logits on every input: no model to attack.
+                Some(d) if d.iter().any(|v| !v.is_finite()) => {
+                    wrong.push(format!("  not finite: {key} holds a NaN or an infinity"))
+                }
                 Some(d) => converted.push((
                     t.name.clone(),
                     shape.clone(),

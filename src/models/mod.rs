@@ -250,13 +250,14 @@ pub(crate) fn least_parameters(arch: Arch, spec: &ModelSpec) -> u128 {
         }
         Arch::MobileNetV2 => 1280 * classes,
         Arch::WideResNet { depth, widen, .. } => {
+            // Saturating: a name such as wrn-10-18446744073709551615 is "too many", not a wrap.
             let blocks = ((depth.saturating_sub(4)) / 6) as u128;
             let k = widen as u128;
-            let convs: u128 = [16 * k, 32 * k, 64 * k]
-                .iter()
-                .map(|&w| blocks * 9 * w * w)
-                .sum();
-            convs + 64 * k * classes
+            let convs = [16, 32, 64].iter().fold(0u128, |sum, &c| {
+                let w = k.saturating_mul(c);
+                sum.saturating_add(blocks.saturating_mul(9).saturating_mul(w).saturating_mul(w))
+            });
+            convs.saturating_add(k.saturating_mul(64).saturating_mul(classes))
         }
     }
 }

@@ -805,7 +805,7 @@ fn best_only_and_blackbox_seeds_are_honoured() {
         .to_string();
     assert!(
         e.contains("teacher-cnn-small-natural finished with other settings")
-            && e.contains("train.epochs: 1 → 2"),
+            && e.contains("train.epochs: 1 -> 2"),
         "{e}"
     );
     assert_eq!(
@@ -814,7 +814,7 @@ fn best_only_and_blackbox_seeds_are_honoured() {
     );
     let state = experiment::cell_state(&out, &longer.cells(&out).unwrap()[1]);
     assert!(
-        matches!(&state, experiment::CellState::Changed(w) if w == "train.epochs: 1 → 2"),
+        matches!(&state, experiment::CellState::Changed(w) if w == "train.epochs: 1 -> 2"),
         "{state:?}"
     );
     // The refused run recorded nothing; a record edited by hand is warned about.

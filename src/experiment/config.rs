@@ -522,46 +522,6 @@ pub enum CellState {
 /// the same cell.
 const PLACES: &[&str] = &["index", "out", "teacher", "data_dir", "checkpoint"];
 
-/// `key: recorded → now` for every setting of the cell that differs from its record.
-fn differences(recorded: &Cell, now: &Cell) -> Vec<String> {
-    fn flat(prefix: &str, v: serde_json::Value, into: &mut Vec<(String, serde_json::Value)>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    if !PLACES.contains(&k.as_str()) {
-                        flat(&format!("{prefix}{k}."), v, into);
-                    }
-                }
-            }
-            other => into.push((prefix.trim_end_matches('.').to_string(), other)),
-        }
-    }
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    flat(
-        "",
-        serde_json::to_value(recorded).expect("cells serialise"),
-        &mut a,
-    );
-    flat(
-        "",
-        serde_json::to_value(now).expect("cells serialise"),
-        &mut b,
-    );
-    let recorded: std::collections::BTreeMap<_, _> = a.into_iter().collect();
-    let now: std::collections::BTreeMap<_, _> = b.into_iter().collect();
-    let keys: std::collections::BTreeSet<&String> = recorded.keys().chain(now.keys()).collect();
-    let null = serde_json::Value::Null;
-    keys.into_iter()
-        .filter_map(|k| {
-            let (r, n) = (
-                recorded.get(k).unwrap_or(&null),
-                now.get(k).unwrap_or(&null),
-            );
-            (r != n).then(|| format!("{k}: {r} → {n}"))
-        })
-        .collect()
-}
-
 /// Where `cell` stands in `out`: to do, finished, or finished with other settings.
 pub fn cell_state(out: &Path, cell: &Cell) -> CellState {
     let record = std::fs::read_to_string(cell_layout(out, cell).cell_record())
@@ -569,7 +529,7 @@ pub fn cell_state(out: &Path, cell: &Cell) -> CellState {
         .and_then(|t| serde_json::from_str::<CellRecord>(&t).ok());
     match record {
         Some(r) if r.finished => {
-            let diff = differences(&r.cell, cell);
+            let diff = crate::train::config::setting_changes(&r.cell, cell, PLACES);
             if diff.is_empty() {
                 CellState::Finished
             } else {

@@ -8,6 +8,44 @@ use crate::units::Fraction;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// The settings that differ between two records of the same kind, as `key: old -> new` (nested
+/// keys dotted, an absent key `unset`), leaving out the keys in `places` at any depth: they
+/// name where things are, not what is computed. One wording for a changed run and a changed
+/// experiment cell.
+pub fn setting_changes<T: serde::Serialize>(old: &T, new: &T, places: &[&str]) -> Vec<String> {
+    use serde_json::Value;
+    fn flat(prefix: &str, v: Value, places: &[&str], into: &mut BTreeMap<String, String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m.into_iter().filter(|(k, _)| !places.contains(&k.as_str())) {
+                    flat(&format!("{prefix}{k}."), v, places, into);
+                }
+            }
+            Value::Null => {}
+            other => {
+                into.insert(prefix.trim_end_matches('.').to_string(), other.to_string());
+            }
+        }
+    }
+    let entries = |t: &T| {
+        let mut m = BTreeMap::new();
+        flat(
+            "",
+            serde_json::to_value(t).expect("settings serialise"),
+            places,
+            &mut m,
+        );
+        m
+    };
+    let (a, b) = (entries(old), entries(new));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let value = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or("unset".into());
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {} -> {}", value(&a, k), value(&b, k)))
+        .collect()
+}
+
 /// Everything needed to repeat a run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -712,6 +750,24 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Changes are named by dotted key with both values; places and equal values are not.
+    #[test]
+    fn setting_changes_name_each_changed_key() {
+        let old = serde_json::json!({"epochs": 6, "out": "a", "method": {"beta": 6.0, "tau": 1.0},
+                                     "seed": null});
+        let new = serde_json::json!({"epochs": 18, "out": "b", "method": {"beta": 6.0},
+                                     "seed": 3});
+        assert_eq!(
+            setting_changes(&old, &new, &["out"]),
+            [
+                "epochs: 6 -> 18",
+                "method.tau: 1.0 -> unset",
+                "seed: unset -> 3"
+            ]
+        );
+        assert!(setting_changes(&old, &old, &[]).is_empty());
+    }
 
     fn base() -> TrainOverrides {
         TrainOverrides {

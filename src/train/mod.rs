@@ -238,42 +238,10 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     if old != new {
         return Err(TrainError::OtherRun {
             out: cfg.out.clone(),
-            changed: changed_settings(&old, &new),
+            changed: config::setting_changes(&old, &new, &[]),
         });
     }
     Ok(())
-}
-
-/// The settings that differ between two configs, as `key: old -> new` (method keys dotted).
-fn changed_settings(old: &TrainConfig, new: &TrainConfig) -> Vec<String> {
-    fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
-        for (key, value) in table {
-            match value {
-                toml::Value::Table(t) => flatten(&format!("{prefix}{key}."), t, out),
-                v => out.push((format!("{prefix}{key}"), v.to_string())),
-            }
-        }
-    }
-    let entries = |c: &TrainConfig| {
-        let mut out = Vec::new();
-        if let Ok(t) = c.to_toml().parse::<toml::Table>() {
-            flatten("", &t, &mut out);
-        }
-        out
-    };
-    let (a, b) = (entries(old), entries(new));
-    let value = |list: &[(String, String)], key: &str| {
-        list.iter()
-            .find(|(k, _)| k == key)
-            .map_or_else(|| "unset".to_string(), |(_, v)| v.clone())
-    };
-    let mut keys: Vec<&String> = a.iter().chain(&b).map(|(k, _)| k).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| value(&a, k) != value(&b, k))
-        .map(|k| format!("{k}: {} -> {}", value(&a, k), value(&b, k)))
-        .collect()
 }
 
 /// Trains as `cfg` says, resuming from the run directory's committed state if there is one.

@@ -526,6 +526,16 @@ fn resume_validates_the_recorded_config() {
         let err = refused(&["train", "--resume", s(&run), "--epochs", "2"], needle);
         assert!(err.contains("config.toml"), "{err}");
     }
+    // Fewer epochs than are done: refused, and the record keeps the real count.
+    std::fs::write(&config, &good).unwrap();
+    let (code, _, err) = rslad(&["train", "--resume", s(&run), "--epochs", "2"]);
+    assert_eq!(code, 0, "{err}");
+    refused(
+        &["train", "--resume", s(&run), "--epochs", "1"],
+        "has already finished 2 epochs",
+    );
+    let recorded = std::fs::read_to_string(&config).unwrap();
+    assert!(recorded.contains("epochs = 2"), "{recorded}");
 }
 
 // ---- 6. optimizer and inner-attack settings; non-finite weights ----------------------------

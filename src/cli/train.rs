@@ -170,6 +170,17 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
             bail!("--resume continues a run with its recorded config.toml; only --epochs may be given with it");
         }
         if let Some(e) = epochs {
+            // Fewer epochs than are done would train nothing and record a run it is not.
+            let done = rslad::train::RunDir::new(dir)
+                .read_state()?
+                .map_or(0, |s| s.epochs_done);
+            if e < done {
+                bail!(
+                    "--epochs {e}: {} has already finished {done} epochs; give at least {done} \
+                     to continue it",
+                    dir.display()
+                );
+            }
             cfg.epochs = e;
         }
         let now = rslad::backend::describe();

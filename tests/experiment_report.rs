@@ -704,6 +704,13 @@ fn report_statistics_from_known_results() {
         "{md}"
     );
     assert!(
+        md.contains(
+            "**The premise fails**: the resnet18 teacher is -5.00 AA points above the resnet18 \
+             SAT student"
+        ),
+        "{md}"
+    );
+    assert!(
         md.contains("| resnet18 | rslad:batchmean | sat | AA | 2 | 75.00 | 30.00 | +45.00 |"),
         "{md}"
     );

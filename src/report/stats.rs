@@ -387,6 +387,10 @@ fn points(v: f64) -> String {
     format!("{:+.2}", 100.0 * v)
 }
 
+fn points_plain(v: f64) -> String {
+    format!("{:.2}", 100.0 * v)
+}
+
 fn rows(list: &[Comparison], against_label: bool) -> String {
     let mut md = String::from(
         "| model | method | against | attack | seeds | accuracy | against | difference | 95% interval | per seed | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -442,6 +446,20 @@ pub fn markdown(comparisons: &[Comparison], margins: &[Comparison]) -> String {
         ));
         md.push_str(&how);
         md.push_str(&rows(margins, true));
+        for m in margins.iter().filter(|m| m.column == "AA" && !m.black_box) {
+            let holds = 100.0 * m.interval.difference >= TEACHER_MARGIN_POINTS;
+            md.push_str(&format!(
+                "\n**The premise {}**: the {} teacher is {} AA points above the {} SAT student \
+                 (95% interval [{}, {}]), {} the {TEACHER_MARGIN_POINTS} the claim needs.\n",
+                if holds { "holds" } else { "fails" },
+                m.model,
+                points(m.interval.difference),
+                m.against_model,
+                points_plain(m.interval.low),
+                points_plain(m.interval.high),
+                if holds { "at least" } else { "under" },
+            ));
+        }
     }
     if !comparisons.is_empty() {
         md.push_str("\n## The claim: RSLAD against each method\n\n");

@@ -483,6 +483,80 @@ fn teacher_schedule_and_grid_errors() {
     assert!(e.to_string().contains("blackbox_seeds"), "{e}");
 }
 
+/// `--jobs 2` runs the cells in two child processes, the surrogate and the teacher before the
+/// students, each with its own log; a failed teacher stops the students from starting and
+/// the exit status says so.
+#[test]
+fn cells_run_in_parallel_processes() {
+    let data = temp_dir("jobs-data");
+    fake_fashion(&data, 64, 32, false);
+    let root = temp_dir("jobs");
+    let config = root.join("grid.toml");
+    let text = |teacher: &str| {
+        format!(
+            "dataset = \"fashion-mnist\"\ndata_dir = \"{}\"\ntrain_limit = 64\ntest_limit = 32\n\
+             epochs = 1\neps = 0.1\nseeds = [0, 1]\nbatch_size = 32\nmilestones = []\n\
+             attack_steps = 2\nmonitor_examples = 16\nattacks = \"fgsm\"\neval_examples = 16\n\
+             eps_sweep = 0\nsquare_queries = 5\n[teacher]\nmodel = \"cnn-small\"\n\
+             method = \"natural\"\n{teacher}[surrogate]\nmodel = \"cnn-small\"\n\
+             method = \"natural\"\n[[student]]\nmodel = \"cnn-small\"\nmethods = [\"natural\"]\n",
+            data.display()
+        )
+    };
+    std::fs::write(&config, text("")).unwrap();
+    let out = root.join("out");
+    let args = |out: &Path| {
+        vec![
+            "experiment".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--jobs".into(),
+            "2".into(),
+        ]
+    };
+    let run = |out: &Path| {
+        let a = args(out);
+        rslad(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, _, err) = run(&out);
+    assert_eq!(code, 0, "{err}");
+    let cfg = ExperimentConfig::from_file(&config).unwrap();
+    let cells = cfg.cells(&out).unwrap();
+    assert_eq!(cells.len(), 4);
+    for c in &cells {
+        assert!(experiment::is_finished(&out, c), "{}: {err}", c.name);
+        assert!(
+            err.contains(&format!("cell {} ({}) finished", c.index, c.name)),
+            "{err}"
+        );
+        let log = std::fs::read_to_string(out.join("logs").join(format!("{}.log", c.name)));
+        assert!(log.is_ok_and(|l| !l.is_empty()), "{}", c.name);
+    }
+    // The students start only once the surrogate and the teacher have finished.
+    let at = |what: &str, c: &experiment::Cell| {
+        err.find(&format!("cell {} ({}) {what}", c.index, c.name))
+            .unwrap()
+    };
+    let last_first_phase = cells[..2].iter().map(|c| at("finished", c)).max();
+    let first_student = cells[2..].iter().map(|c| at("started", c)).min();
+    assert!(last_first_phase < first_student, "{err}");
+
+    // A teacher that cannot be read fails; no student starts.
+    let bad = root.join("teacher.safetensors");
+    std::fs::write(&bad, b"not a checkpoint").unwrap();
+    std::fs::write(
+        &config,
+        text(&format!("checkpoint = \"{}\"\n", bad.display())),
+    )
+    .unwrap();
+    let (code, _, err) = run(&root.join("out-bad"));
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("failed") && err.contains("teacher"), "{err}");
+    assert!(!err.contains("-s0) started"), "{err}");
+}
+
 /// An attack list that does not parse, or a given checkpoint that is missing, stops the
 /// experiment before any cell trains or anything is written.
 #[test]

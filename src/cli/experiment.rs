@@ -19,6 +19,11 @@ pub struct ExperimentArgs {
     /// Run only cell N (from --list-cells); the teacher cell must finish before students.
     #[arg(long)]
     cell: Option<usize>,
+    /// Run N cells at once, each in its own process with an equal share of the CPU threads
+    /// (the surrogate and the teacher first, then the students); each cell's output goes to
+    /// OUT/logs/. One process with all threads is slower than one per core for small models.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    jobs: u32,
 }
 
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
@@ -52,12 +57,121 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         cells.len(),
         out.display()
     );
-    experiment::run(&cfg, &out, args.cell, &device, &mut TrainProgress::new())
-        .map_err(anyhow::Error::msg)?;
+    if args.jobs > 1 && args.cell.is_none() {
+        let cells = experiment::prepare(&cfg, &out, None, &device).map_err(anyhow::Error::msg)?;
+        in_parallel(&args, &out, &cells, args.jobs as usize)?;
+    } else {
+        experiment::run(&cfg, &out, args.cell, &device, &mut TrainProgress::new())
+            .map_err(anyhow::Error::msg)?;
+    }
     if args.cell.is_none() {
         eprintln!(
             "all cells finished; tables with: rslad report {}",
             out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs the unfinished cells `jobs` at a time, each as `rslad experiment --cell N` in a child
+/// process: the surrogate and the teacher first (every student needs them), then the students.
+/// A failed cell is reported with its log and does not stop the others of its phase.
+fn in_parallel(
+    args: &ExperimentArgs,
+    out: &std::path::Path,
+    cells: &[experiment::Cell],
+    jobs: usize,
+) -> anyhow::Result<()> {
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / jobs).max(1).to_string();
+    let todo = |student: bool| -> Vec<&experiment::Cell> {
+        cells
+            .iter()
+            .filter(|c| (c.role == experiment::Role::Student) == student)
+            .filter(|c| !experiment::is_finished(out, c))
+            .collect()
+    };
+    eprintln!(
+        "{jobs} cells at a time, {threads} threads each; logs in {}",
+        logs.display()
+    );
+    let mut failed = Vec::new();
+    for (phase, students) in [("surrogate and teacher", false), ("students", true)] {
+        let queue = todo(students);
+        if queue.is_empty() {
+            continue;
+        }
+        eprintln!("{phase}: {} cells", queue.len());
+        let mut queue = queue.into_iter();
+        let mut running: Vec<(&experiment::Cell, std::process::Child, std::time::Instant)> =
+            Vec::new();
+        loop {
+            while running.len() < jobs {
+                let Some(cell) = queue.next() else { break };
+                let log_path = logs.join(format!("{}.log", cell.name));
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)?;
+                let child = std::process::Command::new(std::env::current_exe()?)
+                    .arg("experiment")
+                    .arg("--config")
+                    .arg(&args.config)
+                    .arg("--out")
+                    .arg(out)
+                    .arg("--cell")
+                    .arg(cell.index.to_string())
+                    .envs([
+                        ("OMP_NUM_THREADS", &threads),
+                        ("MKL_NUM_THREADS", &threads),
+                        ("RAYON_NUM_THREADS", &threads),
+                    ])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()?;
+                eprintln!("cell {} ({}) started", cell.index, cell.name);
+                running.push((cell, child, std::time::Instant::now()));
+            }
+            if running.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut i = 0;
+            while i < running.len() {
+                let Some(status) = running[i].1.try_wait()? else {
+                    i += 1;
+                    continue;
+                };
+                let (cell, _, t0) = running.swap_remove(i);
+                let minutes = t0.elapsed().as_secs_f64() / 60.0;
+                if status.success() {
+                    eprintln!(
+                        "cell {} ({}) finished in {minutes:.1} min",
+                        cell.index, cell.name
+                    );
+                } else {
+                    eprintln!(
+                        "cell {} ({}) failed ({status}) after {minutes:.1} min; see {}",
+                        cell.index,
+                        cell.name,
+                        logs.join(format!("{}.log", cell.name)).display()
+                    );
+                    failed.push(format!("{} ({})", cell.index, cell.name));
+                }
+            }
+        }
+        // Students need the surrogate and the teacher.
+        if !failed.is_empty() {
+            break;
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "cells failed: {}; the others are kept, a rerun continues them",
+            failed.join(", ")
         );
     }
     Ok(())

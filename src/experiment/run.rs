@@ -504,14 +504,15 @@ fn eval_request(
     }
 }
 
-/// Runs every unfinished cell (or only `only`), in order.
-pub fn run(
+/// The cells of the experiment, once everything that can be checked before a cell runs is
+/// checked (settings, a changed finished cell — every cell, or only `only` —, the attack list,
+/// given checkpoints), and the experiment's settings are recorded in `out`.
+pub fn prepare(
     cfg: &ExperimentConfig,
     out: &Path,
     only: Option<usize>,
     device: &burn::prelude::Device,
-    observer: &mut dyn Observer,
-) -> Result<(), ExperimentError> {
+) -> Result<Vec<Cell>, ExperimentError> {
     let cells = cfg.cells(out).map_err(ExperimentError::Config)?;
     cfg.validate(&cells).map_err(ExperimentError::Config)?;
     let only = match only {
@@ -532,7 +533,19 @@ pub fn run(
     let recorded = toml::to_string(cfg)?;
     let path = RunLayout::new(out).experiment_config();
     crate::io::write_atomic(&path, recorded.as_bytes()).map_err(io_err(&path))?;
-    if let Some(cell) = only {
+    Ok(cells)
+}
+
+/// Runs every unfinished cell (or only `only`), in order.
+pub fn run(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    only: Option<usize>,
+    device: &burn::prelude::Device,
+    observer: &mut dyn Observer,
+) -> Result<(), ExperimentError> {
+    let cells = prepare(cfg, out, only, device)?;
+    if let Some(cell) = only.map(|i| &cells[i]) {
         if is_finished(out, cell) {
             observer.message(&format!("cell {} ({}) is finished", cell.index, cell.name));
             return Ok(());

@@ -773,6 +773,19 @@ fn shards_are_checked_before_merging() {
     assert_eq!(m.example_ids.len(), 4);
     assert_eq!(m.clean_accuracy, 1.0);
     assert_eq!(m.attacks[0].robust_accuracy, 0.5);
+    // Two shards that each report 2 clipped points keep both reports, by examples.
+    let clipped = "AA: 2 adversarial points were outside the eps-ball";
+    let (mut a, mut b) = (a, shard(4..8, "1111", "1100", &["1110", "1100"]));
+    a.warnings.push(clipped.into());
+    b.warnings.push(clipped.into());
+    let m = merge_shards(vec![a, b]).unwrap();
+    for part in ["examples 0..=3", "examples 4..=7"] {
+        assert!(
+            m.warnings.contains(&format!("{part}: {clipped}")),
+            "{:?}",
+            m.warnings
+        );
+    }
 }
 
 // ---- 9. empty data --------------------------------------------------------------------------

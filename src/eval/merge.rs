@@ -214,10 +214,15 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeEr
         ..first
     };
     merged.warnings = crate::eval::consistency_warnings(&merged);
+    // A shard's own consistency warnings are recomputed above over every example; the rest
+    // (counts of clipped points, NaN logits, ...) are kept per shard, so that two shards each
+    // reporting "2 points" are not read as 2 in all.
     for s in &shards {
-        for w in &s.warnings {
-            if !merged.warnings.contains(w) {
-                merged.warnings.push(w.clone());
+        let own = crate::eval::consistency_warnings(s);
+        for w in s.warnings.iter().filter(|w| !own.contains(w)) {
+            let w = format!("{}: {w}", shard_name(s));
+            if !merged.warnings.contains(&w) {
+                merged.warnings.push(w);
             }
         }
     }

@@ -553,6 +553,7 @@ fn optimizer_and_inner_attack_settings_are_validated() {
         ("--weight-decay", "-1"),
         ("--weight-decay", "inf"),
         ("--milestones", "8,3"),
+        ("--augment", "true"),
     ] {
         refused(
             &[

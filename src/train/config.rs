@@ -660,6 +660,17 @@ impl TrainConfig {
             self.gamma > 0.0,
             "positive (the learning rate is multiplied by it at each milestone; 0.1 in the paper)",
         )?;
+        if self.augment && self.dataset.default_augment().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "augment",
+                value: "true".into(),
+                want: format!(
+                    "false for {}: rslad's augmentation (4-pixel crop, flip) is CIFAR's, and \
+                     this dataset trains without it",
+                    self.dataset
+                ),
+            });
+        }
         if self.milestones.windows(2).any(|w| w[0] > w[1]) {
             return Err(ConfigError::Invalid {
                 key: "milestones",
@@ -828,11 +839,17 @@ mod tests {
             "cifar10",
             "/tmp/other",
         ];
+        // Augmentation exists for CIFAR only: `augment` is tried on a CIFAR base as well.
+        let mut cifar = TrainOverrides::default();
+        cifar.set_text("dataset", "cifar10").unwrap();
+        let cifar = base().merged(cifar);
+        let cifar_plain = resolved(cifar.clone()).unwrap();
         for s in SETTINGS {
             let changes = candidates.iter().any(|v| {
                 let mut o = TrainOverrides::default();
                 o.set_text(s.key, v).is_ok()
-                    && resolved(base().merged(o)).is_some_and(|c| c != plain)
+                    && (resolved(base().merged(o.clone())).is_some_and(|c| c != plain)
+                        || resolved(cifar.clone().merged(o)).is_some_and(|c| c != cifar_plain))
             });
             assert!(changes, "{} never changes the resolved config", s.key);
         }

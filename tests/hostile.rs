@@ -377,6 +377,8 @@ fn attack_options_that_do_nothing_are_refused() {
         ("pgd:steps=5:steps=100", "steps"),
         ("cw:kappa=nan:loss=cw", "kappa"),
         ("cw:loss=cw:kappa=-100", "kappa=-100 must be at least 0"),
+        ("apgd-t:targets=10", "at most 9 other classes"),
+        ("fab-t:targets=50", "at most 9 other classes"),
         ("paper,fgsm", "twice"),
         ("pgd:steps=3,pgd:steps=3", "twice"),
     ] {

@@ -63,6 +63,18 @@ fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, At
         Input::Path => opts.path = rest.to_string(),
         Input::Options(own) => opts.read(rest, own)?,
     }
+    // A targeted attack has classes − 1 classes to aim at; more would be cut silently while
+    // the results file recorded the number asked for.
+    if let Some(n) = opts.raw("targets").and_then(|v| v.parse::<usize>().ok()) {
+        let most = ctx.target.num_classes.saturating_sub(1);
+        if n > most {
+            return Err(opts.bad(format!(
+                "targets={n}, but the model has {} classes: at most {most} other classes to \
+                 target",
+                ctx.target.num_classes
+            )));
+        }
+    }
     // Every point is judged inside the evaluation's ε-ball and the results file records that
     // one ε: an attack at another ε would be clipped to it, or would measure another threat
     // model under its heading.

@@ -327,9 +327,6 @@ fn sweep(
     write_json(&path, &sweep)
 }
 
-/// The last checkpoint is often the best one (the final epoch has the lowest learning rate).
-/// Evaluation is seeded and deterministic, so the same weights get the best checkpoint's
-/// results, relabelled, instead of a second run of every attack.
 /// Whether `results` exists and was computed on the weights now in `ckpt` (a retrained cell's
 /// old results are computed again, not reused).
 fn of_these_weights(results: &Path, ckpt: &Path) -> bool {
@@ -342,6 +339,9 @@ fn of_these_weights(results: &Path, ckpt: &Path) -> bool {
     crate::io::sha256_file(ckpt).is_ok_and(|h| r.checkpoint_sha256.as_deref() == Some(h.as_str()))
 }
 
+/// The last checkpoint is often the best one (the final epoch has the lowest learning rate).
+/// Evaluation is seeded and deterministic, so the same weights get the best checkpoint's
+/// results, relabelled, instead of a second run of every attack.
 fn same_weights_result(layout: &RunLayout, file: EvalFile, ckpt: &Path) -> Option<EvalResults> {
     if file != EvalFile::Last {
         return None;

@@ -14,6 +14,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// Whether a teacher-margin row clears [`TEACHER_MARGIN_POINTS`].
+fn premise_holds(margin: &Comparison) -> bool {
+    100.0 * margin.interval.difference >= TEACHER_MARGIN_POINTS
+}
+
 /// Bootstrap resamples per comparison; enough for the 2.5% and 97.5% quantiles to settle to
 /// about 0.1 accuracy points at N = 1000.
 pub const REPLICATES: usize = 5000;
@@ -370,7 +375,7 @@ pub fn claim(groups: &[GroupResults]) -> (Vec<Comparison>, Vec<Comparison>, Vec<
     }
     for m in margins.iter().filter(|m| m.column == "AA" && !m.black_box) {
         let points = 100.0 * m.interval.difference;
-        if points < TEACHER_MARGIN_POINTS {
+        if !premise_holds(m) {
             warnings.push(format!(
                 "the {} teacher is {points:+.2} AA points above the {} SAT student, under the \
                  {} the claim needs (docs/spec/methods.md, CPU-scale traps): distillation cannot pass \
@@ -385,10 +390,6 @@ pub fn claim(groups: &[GroupResults]) -> (Vec<Comparison>, Vec<Comparison>, Vec<
 
 fn points(v: f64) -> String {
     format!("{:+.2}", 100.0 * v)
-}
-
-fn points_plain(v: f64) -> String {
-    format!("{:.2}", 100.0 * v)
 }
 
 fn rows(list: &[Comparison], against_label: bool) -> String {
@@ -447,7 +448,7 @@ pub fn markdown(comparisons: &[Comparison], margins: &[Comparison]) -> String {
         md.push_str(&how);
         md.push_str(&rows(margins, true));
         for m in margins.iter().filter(|m| m.column == "AA" && !m.black_box) {
-            let holds = 100.0 * m.interval.difference >= TEACHER_MARGIN_POINTS;
+            let holds = premise_holds(m);
             md.push_str(&format!(
                 "\n**The premise {}**: the {} teacher is {} AA points above the {} SAT student \
                  (95% interval [{}, {}]), {} the {TEACHER_MARGIN_POINTS} the claim needs.\n",
@@ -455,8 +456,8 @@ pub fn markdown(comparisons: &[Comparison], margins: &[Comparison]) -> String {
                 m.model,
                 points(m.interval.difference),
                 m.against_model,
-                points_plain(m.interval.low),
-                points_plain(m.interval.high),
+                points(m.interval.low),
+                points(m.interval.high),
                 if holds { "at least" } else { "under" },
             ));
         }

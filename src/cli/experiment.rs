@@ -105,8 +105,12 @@ fn in_parallel(
         }
         eprintln!("{phase}: {} cells", queue.len());
         let mut queue = queue.into_iter();
-        let mut running: Vec<(&experiment::Cell, std::process::Child, std::time::Instant)> =
-            Vec::new();
+        let mut running: Vec<(
+            &experiment::Cell,
+            std::process::Child,
+            PathBuf,
+            std::time::Instant,
+        )> = Vec::new();
         loop {
             while running.len() < jobs {
                 let Some(cell) = queue.next() else { break };
@@ -133,7 +137,7 @@ fn in_parallel(
                     .stderr(log)
                     .spawn()?;
                 eprintln!("cell {} ({}) started", cell.index, cell.name);
-                running.push((cell, child, std::time::Instant::now()));
+                running.push((cell, child, log_path, std::time::Instant::now()));
             }
             if running.is_empty() {
                 break;
@@ -145,7 +149,7 @@ fn in_parallel(
                     i += 1;
                     continue;
                 };
-                let (cell, _, t0) = running.swap_remove(i);
+                let (cell, _, log_path, t0) = running.swap_remove(i);
                 let minutes = t0.elapsed().as_secs_f64() / 60.0;
                 if status.success() {
                     eprintln!(
@@ -157,7 +161,7 @@ fn in_parallel(
                         "cell {} ({}) failed ({status}) after {minutes:.1} min; see {}",
                         cell.index,
                         cell.name,
-                        logs.join(format!("{}.log", cell.name)).display()
+                        log_path.display()
                     );
                     failed.push(format!("{} ({})", cell.index, cell.name));
                 }

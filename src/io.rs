@@ -92,6 +92,28 @@ pub fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
     write_atomic(to, &bytes)
 }
 
+/// [`sha256_file`], computed once per process for a file whose length and modification time
+/// stay the same (a teacher or surrogate is asked for once per cell of an experiment).
+pub fn sha256_file_memo(path: &Path) -> std::io::Result<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Memo = HashMap<std::path::PathBuf, (u64, std::time::SystemTime, String)>;
+    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
+    let meta = std::fs::metadata(path)?;
+    let stamp = (meta.len(), meta.modified()?);
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some((len, time, hash)) = memo.lock().expect("memo lock").get(path) {
+        if (*len, *time) == stamp {
+            return Ok(hash.clone());
+        }
+    }
+    let hash = sha256_file(path)?;
+    memo.lock()
+        .expect("memo lock")
+        .insert(path.to_path_buf(), (stamp.0, stamp.1, hash.clone()));
+    Ok(hash)
+}
+
 /// SHA-256 of a file, hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};

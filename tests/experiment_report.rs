@@ -78,7 +78,7 @@ fn tiny_grid_runs_end_to_end_and_resumes() {
     assert_eq!(cells.len(), 4);
     experiment::run(&cfg, &out, None, &device, &mut Log::default()).unwrap();
     for c in &cells {
-        assert!(experiment::is_finished(&out, c), "{}", c.name);
+        assert!(experiment::is_finished(&cfg, &out, c), "{}", c.name);
     }
     let dir = experiment::cell_dir(&out, &cells[3]);
     for f in [
@@ -110,6 +110,7 @@ fn tiny_grid_runs_end_to_end_and_resumes() {
             .unwrap(),
         stamp
     );
+    changed_surrogate_and_teacher_weights(&cfg, &out, &cells);
     // A half-done cell resumes: its missing evaluation is redone, its training is not.
     std::fs::remove_file(dir.join("eval-last.json")).unwrap();
     std::fs::remove_file(dir.join("cell.json")).unwrap();
@@ -144,6 +145,73 @@ fn tiny_grid_runs_end_to_end_and_resumes() {
         svg.contains("epoch") && svg.contains("accuracy (%)") && svg.contains("rslad PGD-20"),
         "axes and legend"
     );
+}
+
+/// Transfer results record the surrogate's SHA-256. When the surrogate's weights change (here
+/// the teacher's weights put in its place), every finished cell's black-box results are crafted
+/// again on the new weights, and nothing else of those cells is recomputed. A replaced teacher
+/// is refused.
+fn changed_surrogate_and_teacher_weights(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    cells: &[experiment::Cell],
+) {
+    use rslad::train::layout::EvalFile;
+    let surrogate = experiment::cell_layout(out, &cells[0]).best();
+    let student = experiment::cell_layout(out, &cells[3]);
+    let recorded = || -> Vec<String> {
+        let r: EvalResults = serde_json::from_str(
+            &std::fs::read_to_string(student.eval(EvalFile::BlackBoxBest)).unwrap(),
+        )
+        .unwrap();
+        r.attacks
+            .iter()
+            .filter_map(|a| Some(a.settings.get("surrogate_sha256")?.as_str()?.to_string()))
+            .collect()
+    };
+    let hash = |p: &Path| rslad::io::sha256_file(p).unwrap();
+    assert_eq!(
+        recorded(),
+        vec![hash(&surrogate); 2],
+        "Transfer-PGD and -CW"
+    );
+    let stamp = |f| {
+        std::fs::metadata(student.eval(f))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let white_box = stamp(EvalFile::Best);
+    std::fs::copy(experiment::cell_layout(out, &cells[1]).best(), &surrogate).unwrap();
+    for c in &cells[1..] {
+        assert_eq!(
+            experiment::cell_state(cfg, out, c),
+            experiment::CellState::Stale,
+            "{}",
+            c.name
+        );
+    }
+    experiment::run(cfg, out, None, &device(), &mut Log::default()).unwrap();
+    assert_eq!(recorded(), vec![hash(&surrogate); 2]);
+    assert_eq!(stamp(EvalFile::Best), white_box, "white-box results kept");
+    for c in cells {
+        assert!(experiment::is_finished(cfg, out, c), "{}", c.name);
+    }
+    // Other weights in the teacher's place: the student that learned from it is a finished
+    // cell of other settings (refused, never reused); the natural student is not affected.
+    let teacher = experiment::cell_layout(out, &cells[1]).best();
+    let weights = std::fs::read(&teacher).unwrap();
+    std::fs::copy(experiment::cell_layout(out, &cells[2]).best(), &teacher).unwrap();
+    let state = experiment::cell_state(cfg, out, &cells[3]);
+    assert!(
+        matches!(&state, experiment::CellState::Changed(w) if w.contains("teacher's weights")),
+        "{state:?}"
+    );
+    assert!(experiment::is_finished(cfg, out, &cells[2]));
+    let e = experiment::run(cfg, out, None, &device(), &mut Log::default()).unwrap_err();
+    assert!(e.to_string().contains("teacher's weights"), "{e}");
+    std::fs::write(&teacher, weights).unwrap();
+    assert!(experiment::is_finished(cfg, out, &cells[3]));
 }
 
 /// A cell evaluates one batch of examples at a time (40 examples, batch 16: 3 parts) and keeps
@@ -233,7 +301,7 @@ fn evaluation_resumes_from_its_parts(
         assert!(from_bits(&a.robust[..n0]).iter().all(|&r| !r), "{}", a.name);
         assert_eq!(a.robust[n0..], b.robust[n0..], "{}", a.name);
     }
-    assert!(experiment::is_finished(out, cell));
+    assert!(experiment::is_finished(cfg, out, cell));
     assert!(!layout.parts().exists(), "parts are removed when merged");
 }
 
@@ -526,7 +594,7 @@ fn cells_run_in_parallel_processes() {
     let cells = cfg.cells(&out).unwrap();
     assert_eq!(cells.len(), 4);
     for c in &cells {
-        assert!(experiment::is_finished(&out, c), "{}: {err}", c.name);
+        assert!(experiment::is_finished(&cfg, &out, c), "{}: {err}", c.name);
         assert!(
             err.contains(&format!("cell {} ({}) finished", c.index, c.name)),
             "{err}"
@@ -893,7 +961,7 @@ fn best_only_and_blackbox_seeds_are_honoured() {
         std::fs::read(cells.join("teacher-cnn-small-natural/best.safetensors")).unwrap(),
         teacher_weights.unwrap()
     );
-    let state = experiment::cell_state(&out, &longer.cells(&out).unwrap()[1]);
+    let state = experiment::cell_state(&longer, &out, &longer.cells(&out).unwrap()[1]);
     assert!(
         matches!(&state, experiment::CellState::Changed(w) if w == "train.epochs: 1 -> 2"),
         "{state:?}"

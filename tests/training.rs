@@ -296,3 +296,69 @@ fn real_fashion_mnist_natural_run() {
     let table = String::from_utf8_lossy(&e.stdout);
     assert!(table.contains(&format!("{:.2}", 100.0 * acc)), "{table}");
 }
+
+/// A run directory resumes only the run its `state.json` records: other settings are refused
+/// even when `config.toml` is gone, and so is a teacher file that now holds other weights.
+#[test]
+fn a_run_resumes_only_with_its_settings_and_teacher() {
+    let data = temp_dir("resume-guard");
+    fake_fashion(&data, 16, 16, false);
+    let out = data.join("run");
+    let spec = ModelSpec::for_dataset("cnn-small".parse().unwrap(), DatasetKind::FashionMnist);
+    let teacher = data.join("teacher.safetensors");
+    let device = device();
+    rslad::models::save_model(&spec.build(&device).unwrap(), &teacher, &[]).unwrap();
+    let original = std::fs::read(&teacher).unwrap();
+    let train = |epochs: &str, lr: &str| {
+        rslad_bin()
+            .args(["train", "--dataset", "fashion-mnist", "--method", "rslad"])
+            .args([
+                "--train-limit",
+                "16",
+                "--test-limit",
+                "16",
+                "--batch-size",
+                "8",
+            ])
+            .args([
+                "--monitor-examples",
+                "8",
+                "--attack-steps",
+                "1",
+                "--milestones",
+                "5",
+            ])
+            .args(["--epochs", epochs, "--lr", lr])
+            .arg("--teacher")
+            .arg(&teacher)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = train("1", "0.1");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(out.join("config.toml")).unwrap();
+    let o = train("2", "0.2");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("other settings") && e.contains("lr: 0.1 -> 0.2"),
+        "{e}"
+    );
+    assert_eq!(epochs_done(&out), 1);
+    rslad::models::save_model(&spec.build(&device).unwrap(), &teacher, &[]).unwrap();
+    assert_ne!(std::fs::read(&teacher).unwrap(), original);
+    let o = train("2", "0.1");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("other teacher weights"),
+        "{e}"
+    );
+    assert_eq!(epochs_done(&out), 1);
+    std::fs::write(&teacher, &original).unwrap();
+    let o = train("2", "0.1");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(epochs_done(&out), 2);
+}

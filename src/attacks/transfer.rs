@@ -64,6 +64,11 @@ fn build(
             ),
         });
     }
+    // The weights' hash, recorded with the results: a retrained surrogate crafts other points.
+    let sha256 = crate::io::sha256_file(&path).map_err(|e| AttackError::Surrogate {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
     let mut out: Vec<Box<dyn Attack>> = Vec::new();
     for &preset in presets {
         let surrogate = load_model(&path, ctx.device, Some(&spec)).map_err(surrogate_err)?;
@@ -75,6 +80,7 @@ fn build(
         out.push(Box::new(Transfer {
             label: label.into(),
             surrogate_path: path.clone(),
+            surrogate_sha256: sha256.clone(),
             surrogate: burn::module::Module::valid(&surrogate),
             inner: Box::new(Pgd::preset(preset, o.eps(), o.seed())),
         }));
@@ -82,9 +88,14 @@ fn build(
     Ok(out)
 }
 
+/// The settings key of the surrogate checkpoint's SHA-256 in a transfer attack's results.
+pub const SURROGATE_SHA256: &str = "surrogate_sha256";
+
 pub struct Transfer {
     pub label: String,
     pub surrogate_path: PathBuf,
+    /// SHA-256 of the surrogate's checkpoint file.
+    pub surrogate_sha256: String,
     /// The surrogate in eval mode.
     pub surrogate: Model,
     pub inner: Box<dyn Attack>,
@@ -98,6 +109,7 @@ impl Attack for Transfer {
     fn settings(&self) -> serde_json::Value {
         serde_json::json!({
             "surrogate": self.surrogate_path.display().to_string(),
+            SURROGATE_SHA256: self.surrogate_sha256,
             "surrogate_model": self.surrogate.spec.name,
             "crafted_with": self.inner.label(),
             "inner": self.inner.settings(),

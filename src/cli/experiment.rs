@@ -39,11 +39,14 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     let cells = cfg.cells(&out)?;
     if args.list_cells {
         for c in &cells {
-            let status = match experiment::cell_state(&out, c) {
+            let status = match experiment::cell_state(&cfg, &out, c) {
                 experiment::CellState::ToDo => "to do".to_string(),
                 experiment::CellState::Finished => "finished".to_string(),
                 experiment::CellState::Changed(what) => {
                     format!("finished with other settings ({what})")
+                }
+                experiment::CellState::Stale => {
+                    "finished; black-box to craft again (the surrogate changed)".to_string()
                 }
             };
             println!("{}\t{}\t{:?}\t{}", c.index, c.name, c.role, status);
@@ -59,7 +62,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     );
     if args.jobs > 1 && args.cell.is_none() {
         let cells = experiment::prepare(&cfg, &out, None, &device).map_err(anyhow::Error::msg)?;
-        in_parallel(&args, &out, &cells, args.jobs as usize)?;
+        in_parallel(&args, &cfg, &out, &cells, args.jobs as usize)?;
     } else {
         experiment::run(&cfg, &out, args.cell, &device, &mut TrainProgress::new())
             .map_err(anyhow::Error::msg)?;
@@ -78,6 +81,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
 /// A failed cell is reported with its log and does not stop the others of its phase.
 fn in_parallel(
     args: &ExperimentArgs,
+    cfg: &experiment::ExperimentConfig,
     out: &std::path::Path,
     cells: &[experiment::Cell],
     jobs: usize,
@@ -90,7 +94,7 @@ fn in_parallel(
         cells
             .iter()
             .filter(|c| (c.role == experiment::Role::Student) == student)
-            .filter(|c| !experiment::is_finished(out, c))
+            .filter(|c| !experiment::is_finished(cfg, out, c))
             .collect()
     };
     eprintln!(

@@ -504,8 +504,8 @@ pub struct CellRecord {
 }
 
 /// Whether a cell has nothing left to do.
-pub fn is_finished(out: &Path, cell: &Cell) -> bool {
-    cell_state(out, cell) == CellState::Finished
+pub fn is_finished(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> bool {
+    cell_state(cfg, out, cell) == CellState::Finished
 }
 
 /// Where a cell stands, from its record.
@@ -516,24 +516,32 @@ pub enum CellState {
     /// Finished with other settings than the experiment file's now (the differences in
     /// words): its results belong to those settings, so it is neither reused nor retrained.
     Changed(String),
+    /// Finished, but its black-box results were crafted on other surrogate weights than the
+    /// surrogate's now: they are crafted again.
+    Stale,
 }
 
 /// Settings that name where things are, not what is computed: a moved run or data folder is
 /// the same cell.
 const PLACES: &[&str] = &["index", "out", "teacher", "data_dir", "checkpoint"];
 
-/// Where `cell` stands in `out`: to do, finished, or finished with other settings.
-pub fn cell_state(out: &Path, cell: &Cell) -> CellState {
+/// Where `cell` stands in `out`: to do, finished, finished with other settings, or finished
+/// with black-box results of another surrogate.
+pub fn cell_state(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> CellState {
     let record = std::fs::read_to_string(cell_layout(out, cell).cell_record())
         .ok()
         .and_then(|t| serde_json::from_str::<CellRecord>(&t).ok());
     match record {
         Some(r) if r.finished => {
             let diff = crate::train::config::setting_changes(&r.cell, cell, PLACES);
-            if diff.is_empty() {
-                CellState::Finished
-            } else {
+            if !diff.is_empty() {
                 CellState::Changed(diff.join(", "))
+            } else if super::run::teacher_replaced(out, cell) {
+                CellState::Changed("the teacher's weights (not those it learned from)".into())
+            } else if super::run::blackbox_stale(cfg, out, cell) {
+                CellState::Stale
+            } else {
+                CellState::Finished
             }
         }
         _ => CellState::ToDo,

@@ -1,6 +1,7 @@
 //! Running cells: training, then the evaluations each cell's results files record.
 
 use super::config::*;
+use crate::attacks::transfer::SURROGATE_SHA256;
 use crate::data::DatasetKind;
 use crate::eval::{self, EvalError, EvalRequest, EvalResults, Shard};
 use crate::train::layout::{EvalFile, RunLayout, Sweep, SweepPoint};
@@ -94,6 +95,8 @@ struct EvalJob {
     file: EvalFile,
     checkpoint: PathBuf,
     attacks: String,
+    /// SHA-256 of the surrogate the transfer attacks craft on (black-box only).
+    surrogate: Option<String>,
 }
 
 /// What can be checked before any cell runs: the attack list parses for every model of the
@@ -134,8 +137,8 @@ fn check_before_running(
 }
 
 /// A cell finished with other settings is an error, never silently reused or retrained.
-fn refuse_changed(out: &Path, cell: &Cell) -> Result<(), ExperimentError> {
-    match cell_state(out, cell) {
+fn refuse_changed(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> Result<(), ExperimentError> {
+    match cell_state(cfg, out, cell) {
         CellState::Changed(what) => Err(ExperimentError::Changed {
             cell: cell.name.clone(),
             dir: cell_dir(out, cell),
@@ -160,7 +163,7 @@ pub fn run_cell(
     let checkpoints = train_or_take(cell, &layout, device, observer)?;
     for job in eval_jobs(cfg, out, cell, &checkpoints) {
         let path = layout.eval(job.file);
-        if of_these_weights(&path, &job.checkpoint) {
+        if of_these_weights(&path, &job.checkpoint, job.surrogate.as_deref()) {
             continue;
         }
         let r = match same_weights_result(&layout, job.file, &job.checkpoint) {
@@ -260,12 +263,14 @@ fn eval_jobs(
         file: EvalFile::Best,
         checkpoint: checkpoints.best.clone(),
         attacks: attacks.clone(),
+        surrogate: None,
     }];
     if cell.checkpoint.is_none() && cfg.eval_last.unwrap_or(true) {
         v.push(EvalJob {
             file: EvalFile::Last,
             checkpoint: checkpoints.last.clone(),
             attacks,
+            surrogate: None,
         });
     }
     let blackbox = cell.role != Role::Student
@@ -279,6 +284,7 @@ fn eval_jobs(
             file: EvalFile::BlackBoxBest,
             checkpoint: checkpoints.best.clone(),
             attacks: format!("transfer:{},square:queries={q}", s.display()),
+            surrogate: crate::io::sha256_file(&s).ok(),
         });
     }
     v
@@ -327,16 +333,58 @@ fn sweep(
     write_json(&path, &sweep)
 }
 
-/// Whether `results` exists and was computed on the weights now in `ckpt` (a retrained cell's
-/// old results are computed again, not reused).
-fn of_these_weights(results: &Path, ckpt: &Path) -> bool {
-    let Some(r) = std::fs::read_to_string(results)
-        .ok()
-        .and_then(|t| serde_json::from_str::<EvalResults>(&t).ok())
-    else {
+fn read_results(path: &Path) -> Option<EvalResults> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Whether `results` exists and was computed on the weights now in `ckpt` and, for black-box
+/// results, crafted on the surrogate weights whose hash is `surrogate` (a retrained cell's or
+/// surrogate's old results are computed again, not reused).
+fn of_these_weights(results: &Path, ckpt: &Path, surrogate: Option<&str>) -> bool {
+    let Some(r) = read_results(results) else {
         return false;
     };
     crate::io::sha256_file(ckpt).is_ok_and(|h| r.checkpoint_sha256.as_deref() == Some(h.as_str()))
+        && !other_surrogate(&r, surrogate)
+}
+
+/// The surrogate hashes the transfer attacks of `r` recorded.
+fn recorded_surrogates(r: &EvalResults) -> Vec<&str> {
+    r.attacks
+        .iter()
+        .filter_map(|a| a.settings.get(SURROGATE_SHA256)?.as_str())
+        .collect()
+}
+
+/// Whether `r` records a surrogate other than `surrogate`. Results written before surrogates
+/// were hashed record none and are kept: their surrogate is not known to have changed.
+fn other_surrogate(r: &EvalResults, surrogate: Option<&str>) -> bool {
+    surrogate.is_some_and(|h| recorded_surrogates(r).iter().any(|&s| s != h))
+}
+
+/// Whether the finished `cell`'s black-box results were crafted on other weights than the
+/// experiment's surrogate has now.
+pub(crate) fn blackbox_stale(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> bool {
+    let Some(hash) = cfg
+        .surrogate_checkpoint(out)
+        .and_then(|s| crate::io::sha256_file_memo(&s).ok())
+    else {
+        return false;
+    };
+    read_results(&cell_layout(out, cell).eval(EvalFile::BlackBoxBest))
+        .is_some_and(|r| other_surrogate(&r, Some(&hash)))
+}
+
+/// Whether the finished `cell` learned from other teacher weights than its teacher file holds
+/// now (its results would be a stranger's).
+pub(crate) fn teacher_replaced(out: &Path, cell: &Cell) -> bool {
+    let Some(teacher) = &cell.train.teacher else {
+        return false;
+    };
+    let Ok(Some(state)) = crate::train::RunDir::new(&cell_dir(out, cell)).read_state() else {
+        return false;
+    };
+    crate::train::teacher_changed(&state, teacher)
 }
 
 /// The last checkpoint is often the best one (the final epoch has the lowest learning rate).
@@ -346,8 +394,7 @@ fn same_weights_result(layout: &RunLayout, file: EvalFile, ckpt: &Path) -> Optio
     if file != EvalFile::Last {
         return None;
     }
-    let mut r: EvalResults =
-        serde_json::from_str(&std::fs::read_to_string(layout.eval(EvalFile::Best)).ok()?).ok()?;
+    let mut r = read_results(&layout.eval(EvalFile::Best))?;
     // The results belong to the weights whose hash they recorded.
     let hash = crate::io::sha256_file(ckpt).ok()?;
     if r.checkpoint_sha256.as_deref() != Some(hash.as_str()) {
@@ -404,7 +451,7 @@ fn evaluate_in_parts(
     for index in 0..count {
         let path = layout.eval_part(job.file, &parts_key(&job.attacks), index, count);
         let shard = Shard { index, count };
-        if let Some(done) = finished_part(&path, &hash, eps, shard, n) {
+        if let Some(done) = finished_part(&path, &hash, job.surrogate.as_deref(), eps, shard, n) {
             parts.push(done);
             continue;
         }
@@ -456,13 +503,28 @@ pub fn parts_key(attacks: &str) -> String {
         .collect()
 }
 
-/// The part at `path` when it was finished for these weights (`hash`), ε and examples; a part
-/// left by other weights or settings is not reused.
-fn finished_part(path: &Path, hash: &str, eps: f64, shard: Shard, n: usize) -> Option<EvalResults> {
-    let r: EvalResults = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+/// The part at `path` when it was finished for these weights (`hash`), surrogate, ε and
+/// examples; a part left by other weights or settings is not reused. A black-box part must
+/// record its surrogate (an unhashed one would not merge with the parts written now).
+fn finished_part(
+    path: &Path,
+    hash: &str,
+    surrogate: Option<&str>,
+    eps: f64,
+    shard: Shard,
+    n: usize,
+) -> Option<EvalResults> {
+    let r = read_results(path)?;
     let (a, b) = shard.range(n);
     let ids: Vec<u64> = (a as u64..b as u64).collect();
-    (r.checkpoint_sha256.as_deref() == Some(hash) && r.eps == eps && r.example_ids == ids)
+    let crafted_here = surrogate.is_none_or(|h| {
+        let recorded = recorded_surrogates(&r);
+        !recorded.is_empty() && recorded.iter().all(|&s| s == h)
+    });
+    (r.checkpoint_sha256.as_deref() == Some(hash)
+        && r.eps == eps
+        && r.example_ids == ids
+        && crafted_here)
         .then_some(r)
 }
 
@@ -526,7 +588,7 @@ pub fn prepare(
     // hours worthless, and a typo in the attacks or a missing given checkpoint would surface
     // only after hours of training.
     for cell in only.map_or(&cells[..], std::slice::from_ref) {
-        refuse_changed(out, cell)?;
+        refuse_changed(cfg, out, cell)?;
     }
     check_before_running(cfg, &cells, device)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
@@ -546,14 +608,14 @@ pub fn run(
 ) -> Result<(), ExperimentError> {
     let cells = prepare(cfg, out, only, device)?;
     if let Some(cell) = only.map(|i| &cells[i]) {
-        if is_finished(out, cell) {
+        if is_finished(cfg, out, cell) {
             observer.message(&format!("cell {} ({}) is finished", cell.index, cell.name));
             return Ok(());
         }
         return run_cell(cfg, out, cell, device, observer);
     }
     for cell in &cells {
-        if is_finished(out, cell) {
+        if is_finished(cfg, out, cell) {
             observer.message(&format!(
                 "cell {} ({}) is finished, skipped",
                 cell.index, cell.name

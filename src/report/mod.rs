@@ -329,8 +329,8 @@ fn unfinished_cells(dir: &Path, warnings: &mut Vec<String>) -> Option<(Vec<Strin
     if !path.exists() {
         return None;
     }
-    let cells = crate::experiment::ExperimentConfig::from_file(&path)
-        .and_then(|cfg| cfg.cells(dir))
+    let (cfg, cells) = crate::experiment::ExperimentConfig::from_file(&path)
+        .and_then(|cfg| cfg.cells(dir).map(|cells| (cfg, cells)))
         .map_err(|e| {
             warnings.push(format!(
                 "{e}; the report cannot say which cells are missing"
@@ -339,7 +339,7 @@ fn unfinished_cells(dir: &Path, warnings: &mut Vec<String>) -> Option<(Vec<Strin
         .ok()?;
     let mut names = Vec::new();
     for c in &cells {
-        match crate::experiment::cell_state(dir, c) {
+        match crate::experiment::cell_state(&cfg, dir, c) {
             crate::experiment::CellState::Finished => {}
             crate::experiment::CellState::ToDo => names.push(c.name.clone()),
             crate::experiment::CellState::Changed(what) => warnings.push(format!(
@@ -347,6 +347,11 @@ fn unfinished_cells(dir: &Path, warnings: &mut Vec<String>) -> Option<(Vec<Strin
                  are of those settings",
                 c.name,
                 path.display()
+            )),
+            crate::experiment::CellState::Stale => warnings.push(format!(
+                "cell {}: its black-box results were crafted on another surrogate than the \
+                 one there now; `rslad experiment` crafts them again",
+                c.name
             )),
         }
     }

@@ -53,7 +53,12 @@ pub struct RunState {
     pub seed: u64,
     pub next_epoch: usize,
     pub metrics: Vec<EpochMetrics>,
+    /// The teacher's name, file, SHA-256 and monitor numbers.
     pub teacher: Option<serde_json::Value>,
+    /// The settings (`config.toml`'s text) the epochs were trained with: a state resumes only
+    /// under the same ones, even where `config.toml` is gone. `None` in older states.
+    #[serde(default)]
+    pub settings: Option<String>,
 }
 
 /// A run directory's reading and committing; its file names are [`RunLayout`]'s.

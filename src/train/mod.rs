@@ -51,6 +51,16 @@ pub enum TrainError {
         changed: Vec<String>,
     },
     #[error(
+        "{} holds a run that learned from other teacher weights than those now in {}; \
+         restore that teacher, or start the run over in another run directory (out)",
+        out.display(),
+        teacher.display()
+    )]
+    TeacherChanged {
+        out: std::path::PathBuf,
+        teacher: std::path::PathBuf,
+    },
+    #[error(
         "the loss became {value} at epoch {epoch}, batch {batch}: training diverged. The run \
          directory keeps the last finished epoch; lower the learning rate (lr) or check the data \
          and the teacher"
@@ -209,16 +219,21 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
 }
 
 /// A run directory holding another run's state is never overwritten: the same settings
-/// resume it, different ones are an error.
+/// resume it, different ones (or other teacher weights) are an error. The settings are those
+/// `state.json` recorded; `config.toml` stands in for states written before they were.
 fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
-    let Ok(text) = std::fs::read_to_string(dir.config_path()) else {
-        return Ok(());
-    };
-    if dir.read_state()?.is_none() {
+    let Some(state) = dir.read_state()? else {
         return Ok(()); // nothing was finished there yet
-    }
+    };
+    let (text, path) = match &state.settings {
+        Some(text) => (text.clone(), dir.layout.state()),
+        None => match std::fs::read_to_string(dir.config_path()) {
+            Ok(text) => (text, dir.config_path()),
+            Err(_) => return Ok(()),
+        },
+    };
     let old = TrainConfig::from_toml(&text).map_err(|source| TrainError::RecordedConfig {
-        path: dir.config_path(),
+        path,
         source: Box::new(source),
     })?;
     // The epoch count may grow (a longer run continues a shorter one); IAD's start epoch is
@@ -241,8 +256,29 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
             changed: config::setting_changes(&old, &new, &[]),
         });
     }
+    if let Some(teacher) = &cfg.teacher {
+        if teacher_changed(&state, teacher) {
+            return Err(TrainError::TeacherChanged {
+                out: cfg.out.clone(),
+                teacher: teacher.clone(),
+            });
+        }
+    }
     Ok(())
 }
+
+/// Whether the teacher file at `path` holds other weights than the ones `state` learned from
+/// (states written before the teacher's hash was recorded are taken at their word).
+pub fn teacher_changed(state: &RunState, path: &std::path::Path) -> bool {
+    let recorded = state
+        .teacher
+        .as_ref()
+        .and_then(|t| t.get(TEACHER_SHA256)?.as_str());
+    recorded.is_some_and(|h| crate::io::sha256_file_memo(path).is_ok_and(|now| now != h))
+}
+
+/// The key of the teacher checkpoint's SHA-256 in `state.json`'s teacher record.
+const TEACHER_SHA256: &str = "sha256";
 
 /// Trains as `cfg` says, resuming from the run directory's committed state if there is one.
 pub fn run(
@@ -347,6 +383,11 @@ fn resume_or_start(
         let model = dir.load_state_tensors(&state, &run.spec, device, sgd)?;
         dir.derive_user_files(&state)?;
         observer.message(&format!("resuming after epoch {}", state.epochs_done));
+        // Checked equal (`check_same_run`) but for the epoch count, which may have grown.
+        let state = RunState {
+            settings: Some(cfg.to_toml()),
+            ..state
+        };
         return Ok((model, state));
     }
     device.seed(cfg.seed);
@@ -360,6 +401,7 @@ fn resume_or_start(
         next_epoch: 0,
         metrics: Vec::new(),
         teacher: None,
+        settings: Some(cfg.to_toml()),
     };
     if let Some(t) = &run.teacher {
         observer.evaluating("teacher");
@@ -381,6 +423,7 @@ fn resume_or_start(
         state.teacher = Some(serde_json::json!({
             "model": t.spec.name,
             "checkpoint": cfg.teacher.as_ref().map(|p| p.display().to_string()),
+            TEACHER_SHA256: cfg.teacher.as_ref().and_then(|p| crate::io::sha256_file_memo(p).ok()),
             "monitor_clean_accuracy": clean,
             "monitor_robust_accuracy": robust,
         }));

@@ -76,6 +76,15 @@ fn tiny_grid_runs_end_to_end_and_resumes() {
         .to_string();
     assert!(e.contains("teacher"), "{e}");
     assert_eq!(cells.len(), 4);
+    // The teacher before the surrogate: trained, then stopped before its black-box tables.
+    let e = experiment::run(&cfg, &out, Some(1), &device, &mut Log::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("crafted on the surrogate") && e.contains("0 (surrogate-cnn-small-natural)"),
+        "{e}"
+    );
+    assert!(experiment::cell_layout(&out, &cells[1]).best().is_file());
     experiment::run(&cfg, &out, None, &device, &mut Log::default()).unwrap();
     for c in &cells {
         assert!(experiment::is_finished(&cfg, &out, c), "{}", c.name);

@@ -77,8 +77,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the unfinished cells `jobs` at a time, each as `rslad experiment --cell N` in a child
-/// process: the surrogate and the teacher first (every student needs them), then the students.
-/// A failed cell is reported with its log and does not stop the others of its phase.
+/// process: the surrogate first (the teacher's black-box tables are crafted on its final
+/// weights), then the teacher (every student needs both), then the students. A failed cell is
+/// reported with its log and does not stop the others of its phase.
 fn in_parallel(
     args: &ExperimentArgs,
     cfg: &experiment::ExperimentConfig,
@@ -90,10 +91,10 @@ fn in_parallel(
     std::fs::create_dir_all(&logs)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / jobs).max(1).to_string();
-    let todo = |student: bool| -> Vec<&experiment::Cell> {
+    let todo = |role: experiment::Role| -> Vec<&experiment::Cell> {
         cells
             .iter()
-            .filter(|c| (c.role == experiment::Role::Student) == student)
+            .filter(|c| c.role == role)
             .filter(|c| !experiment::is_finished(cfg, out, c))
             .collect()
     };
@@ -102,8 +103,13 @@ fn in_parallel(
         logs.display()
     );
     let mut failed = Vec::new();
-    for (phase, students) in [("surrogate and teacher", false), ("students", true)] {
-        let queue = todo(students);
+    let phases = [
+        ("surrogate", experiment::Role::Surrogate),
+        ("teacher", experiment::Role::Teacher),
+        ("students", experiment::Role::Student),
+    ];
+    for (phase, role) in phases {
+        let queue = todo(role);
         if queue.is_empty() {
             continue;
         }
@@ -171,7 +177,7 @@ fn in_parallel(
                 }
             }
         }
-        // Students need the surrogate and the teacher.
+        // Each phase needs the one before.
         if !failed.is_empty() {
             break;
         }

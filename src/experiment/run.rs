@@ -30,6 +30,11 @@ pub enum ExperimentError {
         teacher.display()
     )]
     TeacherNotTrained { cell: String, teacher: PathBuf },
+    #[error(
+        "cell {cell}: its black-box tables are crafted on the surrogate, and cell {surrogate} \
+         has not finished: run it first (this cell's training is kept, a rerun continues)"
+    )]
+    SurrogateNotTrained { cell: String, surrogate: String },
     #[error("cell {cell}: {source}")]
     Train {
         cell: String,
@@ -165,6 +170,9 @@ pub fn run_cell(
         let path = layout.eval(job.file);
         if of_these_weights(&path, &job.checkpoint, job.surrogate.as_deref()) {
             continue;
+        }
+        if job.file == EvalFile::BlackBoxBest {
+            check_surrogate_finished(cfg, out, cell)?;
         }
         let r = match same_weights_result(&layout, job.file, &job.checkpoint) {
             Some(r) => {
@@ -373,6 +381,26 @@ pub(crate) fn blackbox_stale(cfg: &ExperimentConfig, out: &Path, cell: &Cell) ->
     };
     read_results(&cell_layout(out, cell).eval(EvalFile::BlackBoxBest))
         .is_some_and(|r| other_surrogate(&r, Some(&hash)))
+}
+
+/// Transfer attacks craft on the surrogate's final weights: a surrogate cell still training
+/// (run by another process) has only an earlier epoch's best checkpoint, or none. A given
+/// surrogate checkpoint is final.
+fn check_surrogate_finished(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    cell: &Cell,
+) -> Result<(), ExperimentError> {
+    let cells = cfg.cells(out)?;
+    match cells.iter().find(|c| c.role == Role::Surrogate) {
+        Some(s) if s.checkpoint.is_none() && !is_finished(cfg, out, s) => {
+            Err(ExperimentError::SurrogateNotTrained {
+                cell: cell.name.clone(),
+                surrogate: format!("{} ({})", s.index, s.name),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether the finished `cell` learned from other teacher weights than its teacher file holds

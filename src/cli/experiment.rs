@@ -20,7 +20,7 @@ pub struct ExperimentArgs {
     #[arg(long)]
     cell: Option<usize>,
     /// Run N cells at once, each in its own process with an equal share of the CPU threads
-    /// (the surrogate and the teacher first, then the students); each cell's output goes to
+    /// (the surrogate, then the teacher, then the students); each cell's output goes to
     /// OUT/logs/.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     jobs: u32,

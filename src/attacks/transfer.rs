@@ -65,7 +65,7 @@ fn build(
         });
     }
     // The weights' hash, recorded with the results: a retrained surrogate crafts other points.
-    let sha256 = crate::io::sha256_file(&path).map_err(|e| AttackError::Surrogate {
+    let sha256 = crate::io::sha256_file_memo(&path).map_err(|e| AttackError::Surrogate {
         path: path.clone(),
         detail: e.to_string(),
     })?;

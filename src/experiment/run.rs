@@ -292,7 +292,7 @@ fn eval_jobs(
             file: EvalFile::BlackBoxBest,
             checkpoint: checkpoints.best.clone(),
             attacks: format!("transfer:{},square:queries={q}", s.display()),
-            surrogate: crate::io::sha256_file(&s).ok(),
+            surrogate: crate::io::sha256_file_memo(&s).ok(),
         });
     }
     v
@@ -373,14 +373,15 @@ fn other_surrogate(r: &EvalResults, surrogate: Option<&str>) -> bool {
 /// Whether the finished `cell`'s black-box results were crafted on other weights than the
 /// experiment's surrogate has now.
 pub(crate) fn blackbox_stale(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> bool {
-    let Some(hash) = cfg
-        .surrogate_checkpoint(out)
-        .and_then(|s| crate::io::sha256_file_memo(&s).ok())
+    // The surrogate is hashed only for results that recorded one.
+    let Some(r) = read_results(&cell_layout(out, cell).eval(EvalFile::BlackBoxBest))
+        .filter(|r| !recorded_surrogates(r).is_empty())
     else {
         return false;
     };
-    read_results(&cell_layout(out, cell).eval(EvalFile::BlackBoxBest))
-        .is_some_and(|r| other_surrogate(&r, Some(&hash)))
+    cfg.surrogate_checkpoint(out)
+        .and_then(|s| crate::io::sha256_file_memo(&s).ok())
+        .is_some_and(|hash| other_surrogate(&r, Some(&hash)))
 }
 
 /// Transfer attacks craft on the surrogate's final weights: a surrogate cell still training
@@ -545,10 +546,8 @@ fn finished_part(
     let r = read_results(path)?;
     let (a, b) = shard.range(n);
     let ids: Vec<u64> = (a as u64..b as u64).collect();
-    let crafted_here = surrogate.is_none_or(|h| {
-        let recorded = recorded_surrogates(&r);
-        !recorded.is_empty() && recorded.iter().all(|&s| s == h)
-    });
+    let crafted_here = surrogate.is_none()
+        || (!recorded_surrogates(&r).is_empty() && !other_surrogate(&r, surrogate));
     (r.checkpoint_sha256.as_deref() == Some(hash)
         && r.eps == eps
         && r.example_ids == ids

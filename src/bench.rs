@@ -418,7 +418,7 @@ pub fn run_autoattack(
     let kind = DatasetKind::FashionMnist;
     if model.spec.input != kind.shape() || model.spec.num_classes != kind.num_classes() {
         return Err(format!(
-            "{}: the AA rows run on Fashion-MNIST; this {} takes {:?} with {} classes",
+            "{}: the AA rows run on Fashion-MNIST; this {} takes {} images with {} classes",
             checkpoint.display(),
             model.spec.name,
             model.spec.input,

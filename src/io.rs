@@ -94,6 +94,31 @@ pub fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// [`sha256_file`], computed once per process for a file whose length and modification time
 /// stay the same (a teacher or surrogate is asked for once per cell of an experiment).
+/// Whether `a` and `b` name the same existing file (through links, `..` or another
+/// spelling): an output given as one of its own inputs would destroy it.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// An exclusive advisory lock on `path` (created if missing), held until the returned file is
+/// dropped or the process ends, a crash included; `None` while another process holds it.
+pub fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 pub fn sha256_file_memo(path: &Path) -> std::io::Result<String> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};

@@ -18,6 +18,7 @@ fn main() {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let code = exit_code(std::panic::catch_unwind(cli::run));
     if code != exit::SUCCESS {

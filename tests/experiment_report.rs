@@ -341,6 +341,7 @@ fn fake_result(clean: &str, attacks: &[(&str, &str)]) -> EvalResults {
             .collect(),
         warnings: vec![],
         seconds: 0.0,
+        shard: None,
     }
 }
 
@@ -619,8 +620,35 @@ fn cells_run_in_parallel_processes() {
     let last_first_phase = cells[..2].iter().map(|c| at("finished", c)).max();
     let first_student = cells[2..].iter().map(|c| at("started", c)).min();
     assert!(last_first_phase < first_student, "{err}");
+    // A damaged results file makes its cell unfinished; running again evaluates it again
+    // (the training is kept).
+    let student = &cells[2];
+    let results = out.join("cells").join(&student.name).join("eval-best.json");
+    std::fs::write(&results, b"{").unwrap();
+    assert!(!experiment::is_finished(&cfg, &out, student));
+    // While another process holds the cell, it is not run twice.
+    let lock = out.join("cells").join(&student.name).join("cell.lock");
+    let held = rslad::io::try_lock(&lock).unwrap().unwrap();
+    let (code, _, err) = rslad(&[
+        "experiment",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--cell",
+        &student.index.to_string(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("being run by another rslad process"), "{err}");
+    drop(held);
+    let (code, _, err) = run(&out);
+    assert_eq!(code, 0, "{err}");
+    assert!(experiment::is_finished(&cfg, &out, student), "{err}");
+    assert!(std::fs::read_to_string(&results)
+        .unwrap()
+        .contains("example_ids"));
 
-    // A teacher that cannot be read fails; no student starts.
+    // A teacher that cannot be read fails before any cell starts.
     let bad = root.join("teacher.safetensors");
     std::fs::write(&bad, b"not a checkpoint").unwrap();
     std::fs::write(
@@ -630,8 +658,11 @@ fn cells_run_in_parallel_processes() {
     .unwrap();
     let (code, _, err) = run(&root.join("out-bad"));
     assert_ne!(code, 0, "{err}");
-    assert!(err.contains("failed") && err.contains("teacher"), "{err}");
-    assert!(!err.contains("-s0) started"), "{err}");
+    assert!(
+        err.contains("teacher.safetensors") && err.contains("not a valid safetensors"),
+        "{err}"
+    );
+    assert!(!err.contains(") started"), "{err}");
 }
 
 /// An attack list that does not parse, or a given checkpoint that is missing, stops the
@@ -660,6 +691,111 @@ fn attack_lists_and_given_checkpoints_are_checked_before_training() {
         assert!(e.contains(needle), "{e}");
         assert!(!out.join("experiment.toml").exists(), "{e}");
     }
+    // A given teacher checkpoint of another model than [teacher] names is refused before any
+    // cell runs (it would be evaluated and reported as the named model), also by --list-cells.
+    let dir = temp_dir("experiment-given-model");
+    let small = dir.join("small.safetensors");
+    let d = device();
+    let m = ModelSpec::for_dataset("cnn-small".parse().unwrap(), DatasetKind::FashionMnist)
+        .build(&d)
+        .unwrap();
+    rslad::models::save_model(&m, &small, &[]).unwrap();
+    let text = base.replace(
+        "model = \"cnn-small\"\nmethod = \"sat\"\n",
+        &format!(
+            "model = \"cnn-large\"\nmethod = \"sat\"\ncheckpoint = \"{}\"\n",
+            small.display()
+        ),
+    );
+    let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+    let out = dir.join("out");
+    let e = experiment::run(&cfg, &out, None, &d, &mut Log::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cnn-small") && e.contains("cnn-large"), "{e}");
+    assert!(!out.join("cells").exists(), "{e}");
+    let file = dir.join("exp.toml");
+    std::fs::write(&file, &text).unwrap();
+    let (code, _, err) = rslad(&[
+        "experiment",
+        "--config",
+        file.to_str().unwrap(),
+        "--list-cells",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cnn-large"), "{err}");
+}
+
+/// Settings that would silently mean something else are refused with their key's name.
+#[test]
+fn empty_grid_settings_are_refused() {
+    let base = "dataset = \"fashion-mnist\"\nepochs = 1\n[teacher]\nmodel = \"cnn-small\"\n\
+                [[student]]\nmodel = \"cnn-small\"\nmethods = [\"natural\"]\n";
+    for (text, needle) in [
+        (format!("seeds = []\n{base}"), "seeds = []"),
+        (base.replace("[\"natural\"]", "[]"), "methods = []"),
+        (format!("eps_sweep = 1\n{base}"), "eps_sweep = 1"),
+    ] {
+        let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+        let e = cfg.cells(Path::new("/tmp/unused")).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+    // Leaving seeds out still means seed 0.
+    let cfg: ExperimentConfig = toml::from_str(base).unwrap();
+    let cells = cfg.cells(Path::new("/tmp/unused")).unwrap();
+    assert_eq!(cells[1].seed, 0);
+    // An empty attack list is refused (`none` asks for clean accuracy only).
+    let cfg: ExperimentConfig = toml::from_str(&format!("attacks = \"\"\n{base}")).unwrap();
+    let out = temp_dir("experiment-empty-attacks");
+    let e = experiment::run(&cfg, &out, None, &device(), &mut Log::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("names no attack"), "{e}");
+}
+
+/// One report covers one dataset and one eps: folders of another are refused, never merged
+/// into its tables or paired comparisons. Columns of attacks outside the paper's set are shown.
+#[test]
+fn report_refuses_mixed_settings_and_shows_every_column() {
+    let root = temp_dir("report-mixed");
+    let (a, b) = (root.join("a"), root.join("b"));
+    let r = fake_result("1100", &[("AA", "1000"), ("PGD-3", "1100")]);
+    write_cell(
+        &a,
+        "resnet18-sat-s0",
+        "student",
+        "sat",
+        0,
+        "eval-best.json",
+        &r,
+    );
+    let rep = report::collect(std::slice::from_ref(&a)).unwrap();
+    let md = report::markdown(&rep);
+    assert!(md.contains("| AA | PGD-3 |"), "{md}");
+    assert!(md.contains("| 25.00 (45.83) | 50.00 |"), "{md}");
+    let write_b = |r: &EvalResults| {
+        write_cell(
+            &b,
+            "resnet18-rslad-s0",
+            "student",
+            "rslad",
+            0,
+            "eval-best.json",
+            r,
+        )
+    };
+    let mut other = r.clone();
+    other.eps = 4.0 / 255.0;
+    write_b(&other);
+    let e = report::collect(&[a.clone(), b.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("eps") && e.contains("separately"), "{e}");
+    other.eps = r.eps;
+    other.dataset = "cifar100".into();
+    write_b(&other);
+    let e = report::collect(&[a, b.clone()]).unwrap_err().to_string();
+    assert!(e.contains("cifar100") && e.contains("cifar10 "), "{e}");
 }
 
 fn write_cell(

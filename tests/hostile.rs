@@ -1,5 +1,6 @@
-//! Hostile and malformed input (issue 12): run directories, checkpoints, attack strings, configs,
-//! compressed files and result shards as someone else (or a damaged disk) may hand them over.
+//! Hostile and malformed input (issue 12, and a second probe of the CLI): run directories,
+//! checkpoints, attack strings, configs, compressed files, result shards and output paths as
+//! someone else (or a damaged disk, or a slip of the shell) may hand them over.
 //! Every case must end in a clear error naming the file or flag, never a panic, an
 //! out-of-memory abort or a silently wrong number.
 
@@ -86,23 +87,27 @@ fn write_raw_checkpoint(path: &Path, spec_json: &str, shape: &str, data_len: usi
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Rewrites every float of a saved checkpoint as NaN, keeping its metadata.
-fn poison_checkpoint(path: &Path) {
+/// Rewrites the floats of the tensors of a saved checkpoint whose name passes `pick` as
+/// `value`, keeping its metadata.
+fn rewrite_checkpoint(path: &Path, pick: impl Fn(&str) -> bool, value: f32) {
     let bytes = std::fs::read(path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let nan: Vec<(String, Vec<usize>, Vec<u8>)> = st
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
         .tensors()
         .into_iter()
         .map(|(name, v)| {
-            let n = v.data().len() / 4;
-            let data = std::iter::repeat_n(f32::NAN.to_le_bytes(), n)
-                .flatten()
-                .collect();
+            let data = if pick(&name) {
+                std::iter::repeat_n(value.to_le_bytes(), v.data().len() / 4)
+                    .flatten()
+                    .collect()
+            } else {
+                v.data().to_vec()
+            };
             (name, v.shape().to_vec(), data)
         })
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = nan
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(n, shape, d)| {
             (
@@ -151,6 +156,21 @@ fn tiny_train<'a>(data: &'a Path, run: &'a Path) -> Vec<&'a str> {
         "--out",
         s(run),
     ]
+}
+
+/// `rslad eval` of `ckpt` on the Fashion-MNIST-format `data`, then `extra`.
+fn eval_args<'a>(ckpt: &'a Path, data: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "eval",
+        "--checkpoint",
+        s(ckpt),
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        s(data),
+    ];
+    v.extend_from_slice(extra);
+    v
 }
 
 /// Tiny data, a checkpoint and a run-directory root for the CLI tests.
@@ -754,6 +774,7 @@ fn shard(ids: std::ops::Range<u64>, clean: &str, aa: &str, stages: &[&str]) -> E
         }],
         warnings: Vec::new(),
         seconds: 0.0,
+        shard: None,
     }
 }
 
@@ -955,7 +976,9 @@ fn a_nan_surrogate_is_flagged() {
     let (root, data, ckpt) = setup("nan-surrogate");
     let surrogate = root.join("surrogate.safetensors");
     save_small(&surrogate);
-    poison_checkpoint(&surrogate);
+    // Finite weights (a damaged file with NaN ones is refused at load) whose logits overflow
+    // to NaN.
+    rewrite_checkpoint(&surrogate, |_| true, f32::MAX);
     let device = device();
     let model = load_model(&ckpt, &device, None).unwrap();
     let test = data::load(DatasetKind::FashionMnist, Some(&data), Split::Test, None).unwrap();
@@ -1413,4 +1436,211 @@ fn bench_and_iad_settings_are_validated() {
         ],
         "--iad-begin",
     );
+}
+
+// ---- 12. a second probe: damaged weights, diverged epochs, lost states, locks, outputs -------
+
+#[test]
+fn damaged_weights_are_refused_at_load() {
+    let (root, data, ckpt) = setup("damaged-weights");
+    let device = device();
+    let fgsm = ["--attacks", "fgsm", "--n-examples", "8"];
+    for (name, pick, value, needle) in [
+        ("one-nan", "linear.weight", f32::NAN, "NaN"),
+        ("inf", "weight", f32::INFINITY, "infinity"),
+        ("negative-var", "running_var", -1.0, "negative variance"),
+    ] {
+        let bad = root.join(format!("{name}.safetensors"));
+        std::fs::copy(&ckpt, &bad).unwrap();
+        rewrite_checkpoint(&bad, |n| n.ends_with(pick), value);
+        let e = load_model(&bad, &device, None).unwrap_err().to_string();
+        assert!(e.contains(needle) && e.contains(name), "{e}");
+        refused(&eval_args(&bad, &data, &fgsm), needle);
+    }
+    // Huge but finite weights load: their NaN logits are the evaluation's to flag.
+    let huge = root.join("huge.safetensors");
+    std::fs::copy(&ckpt, &huge).unwrap();
+    rewrite_checkpoint(&huge, |n| n.ends_with("weight"), 1e30);
+    assert!(load_model(&huge, &device, None).is_ok());
+    // The sound checkpoint evaluates.
+    let (code, _, err) = rslad(&eval_args(&ckpt, &data, &fgsm));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn an_epoch_whose_logits_overflow_is_not_committed() {
+    let (root, data, _) = setup("overflow-logits");
+    let out = root.join("run");
+    // One step at lr 1e30 leaves finite weights of about 1e29 whose logits are not finite.
+    let mut args = tiny_train(&data, &out);
+    args.extend(["--lr", "1e30"]);
+    let err = refused(&args, "diverged");
+    assert!(err.contains("epoch 1"), "{err}");
+    assert!(!out.join("state.json").exists());
+    assert!(!out.join("best.safetensors").exists());
+}
+
+#[test]
+fn run_directories_are_never_trained_over() {
+    let (root, data, _) = setup("run-dirs");
+    let out = root.join("run");
+    let (code, _, err) = rslad(&tiny_train(&data, &out));
+    assert_eq!(code, 0, "{err}");
+    let best = std::fs::read(out.join("best.safetensors")).unwrap();
+    // Its state.json lost: neither a resume nor a new run in the same place starts over.
+    std::fs::rename(out.join("state.json"), root.join("state.json")).unwrap();
+    refused(&["train", "--resume", s(&out)], "state.json is missing");
+    refused(&tiny_train(&data, &out), "state.json is missing");
+    assert_eq!(std::fs::read(out.join("best.safetensors")).unwrap(), best);
+    std::fs::rename(root.join("state.json"), out.join("state.json")).unwrap();
+    // Another process working in the directory (its lock held): refused, nothing touched.
+    let lock = rslad::io::try_lock(&out.join("run.lock")).unwrap().unwrap();
+    refused(&["train", "--resume", s(&out), "--epochs", "2"], "in use");
+    drop(lock);
+    let (code, _, err) = rslad(&["train", "--resume", s(&out), "--epochs", "2"]);
+    assert_eq!(code, 0, "{err}");
+    // No run directory, or a file in its place.
+    refused(&tiny_train(&data, Path::new("")), "out is empty");
+    let file = root.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    refused(&tiny_train(&data, &file), "is a file");
+    // A teacher given to a method that learns from none.
+    let natural = root.join("natural");
+    let mut args = tiny_train(&data, &natural);
+    args.extend(["--teacher", s(&out)]);
+    refused(&args, "learns from no teacher");
+}
+
+#[test]
+fn outputs_never_replace_their_inputs() {
+    let (root, data, ckpt) = setup("outputs");
+    let before = std::fs::read(&ckpt).unwrap();
+    let run = |json: &Path, needle: &str| {
+        let extra = ["--attacks", "none", "--n-examples", "4", "--json", s(json)];
+        refused(&eval_args(&ckpt, &data, &extra), needle);
+    };
+    run(&ckpt, "is the checkpoint being evaluated");
+    let labels = data.join("t10k-labels-idx1-ubyte");
+    let labels_before = std::fs::read(&labels).unwrap();
+    run(&labels, "not a JSON file");
+    assert_eq!(std::fs::read(&labels).unwrap(), labels_before);
+    // An earlier results file is replaced, as asked.
+    let json = root.join("r.json");
+    std::fs::write(&json, b"{}").unwrap();
+    let extra = ["--attacks", "none", "--n-examples", "4", "--json", s(&json)];
+    let (code, _, err) = rslad(&eval_args(&ckpt, &data, &extra));
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read_to_string(&json)
+        .unwrap()
+        .contains("example_ids"));
+    refused(
+        &["export", "--checkpoint", s(&ckpt), "--out", s(&ckpt)],
+        "is the checkpoint being exported",
+    );
+    let import = |out: &Path, needle: &str| {
+        refused(
+            &[
+                "import",
+                "--from",
+                s(&ckpt),
+                "--model",
+                "cnn-small",
+                "--dataset",
+                "fashion-mnist",
+                "--out",
+                s(out),
+            ],
+            needle,
+        )
+    };
+    import(&ckpt, "is the file being imported");
+    // An rslad checkpoint needs no import: said so, not listed as 17 unexpected keys.
+    let other = root.join("other.safetensors");
+    import(&other, "already an rslad checkpoint");
+    assert!(!other.exists());
+    assert_eq!(std::fs::read(&ckpt).unwrap(), before);
+}
+
+#[test]
+fn shards_must_cover_the_test_set() {
+    let (root, data, ckpt) = setup("shard-gaps");
+    let shard = |k: &str| -> PathBuf {
+        let json = root.join(format!("shard-{}.json", k.replace('/', "of")));
+        let extra = [
+            "--attacks",
+            "fgsm",
+            "--n-examples",
+            "8",
+            "--batch-size",
+            "4",
+            "--shard",
+            k,
+            "--json",
+            s(&json),
+        ];
+        let (code, _, err) = rslad(&eval_args(&ckpt, &data, &extra));
+        assert_eq!(code, 0, "{err}");
+        json
+    };
+    let (a, b, c) = (shard("0/3"), shard("1/3"), shard("2/3"));
+    let merged = root.join("merged.json");
+    let e = refused(
+        &["report", s(&a), s(&c), "--out", s(&merged)],
+        "shards missing",
+    );
+    assert!(e.contains("examples 2..=4"), "{e}");
+    refused(&["report", s(&a), "--out", s(&merged)], "examples 2..=7");
+    assert!(!merged.exists());
+    let (code, _, err) = rslad(&["report", s(&a), s(&b), s(&c), "--out", s(&merged)]);
+    assert_eq!(code, 0, "{err}");
+    let r: rslad::eval::EvalResults =
+        serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
+    assert_eq!(r.example_ids, (0..8).collect::<Vec<u64>>());
+    assert_eq!(r.shard, None);
+}
+
+#[test]
+fn attack_lists_name_each_column_once() {
+    let e = attack_ctx_parse("pgd:steps=2:step=0.001,pgd:steps=2:step=0.1").unwrap_err();
+    assert!(e.contains("both labelled PGD-2"), "{e}");
+    for empty in ["", " , "] {
+        let e = attack_ctx_parse(empty).unwrap_err();
+        assert!(e.contains("names no attack"), "{e}");
+    }
+    assert_eq!(attack_ctx_parse("none"), Ok(0));
+    assert_eq!(attack_ctx_parse("pgd:steps=2,pgd:steps=3"), Ok(2));
+    let e = attack_ctx_parse("pgd:steps=99999999999999999999").unwrap_err();
+    assert!(e.contains("too large"), "{e}");
+}
+
+#[test]
+fn gzip_streams_are_read_whole_and_only_whole() {
+    let dir = temp_dir("gzip-members");
+    fake_fashion(&dir, 4, 6, false);
+    let plain = std::fs::read(dir.join("t10k-images-idx3-ubyte")).unwrap();
+    let gz = |bytes: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    };
+    let load = || data::load(DatasetKind::FashionMnist, Some(&dir), Split::Test, None);
+    let want = load().unwrap();
+    std::fs::remove_file(dir.join("t10k-images-idx3-ubyte")).unwrap();
+    let path = dir.join("t10k-images-idx3-ubyte.gz");
+    // Two members (pigz, bgzip, `cat a.gz b.gz`) are one stream.
+    let mut two = gz(&plain[..1000]);
+    two.extend(gz(&plain[1000..]));
+    std::fs::write(&path, &two).unwrap();
+    let got = load().unwrap();
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got.images, want.images);
+    // Data beyond what the header announces, in a member of its own or as garbage, is refused
+    // as it is in a plain file.
+    for tail in [gz(&[7u8; 784]), b"garbage\n".to_vec()] {
+        let mut bytes = gz(&plain);
+        bytes.extend(&tail);
+        std::fs::write(&path, &bytes).unwrap();
+        let e = load().unwrap_err().to_string();
+        assert!(e.contains("t10k-images-idx3-ubyte.gz"), "{e}");
+    }
 }

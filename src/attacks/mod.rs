@@ -157,6 +157,13 @@ pub enum AttackError {
     BadOption { attack: String, detail: String },
     #[error("transfer surrogate {path}: {detail}")]
     Surrogate { path: PathBuf, detail: String },
+    #[error("the attack list '{0}' names no attack; give 'none' for clean accuracy only")]
+    EmptyList(String),
+    #[error(
+        "two attacks in '{list}' are both labelled {label} (with other settings): their columns \
+         could not be told apart; evaluate them in separate runs"
+    )]
+    SameLabel { list: String, label: String },
 }
 
 /// What the registry needs to configure attacks.

@@ -12,6 +12,9 @@ use std::cell::RefCell;
 /// options after colons: `pgd:steps=50:step=0.002:restarts=5:loss=cw:start=none`.
 pub fn parse_list(list: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, AttackError> {
     let mut out = Vec::new();
+    if list.split(',').all(|s| s.trim().is_empty()) {
+        return Err(AttackError::EmptyList(list.to_string()));
+    }
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if item == PAPER_WORD {
             for name in PAPER {
@@ -21,17 +24,22 @@ pub fn parse_list(list: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>
             out.extend(parse_one(item, ctx)?);
         }
     }
-    // The same attack twice only doubles the cost (and its column appears twice).
+    // The same attack twice only doubles the cost (and its column appears twice); two
+    // attacks under one label would share a column in every table and results file.
     for (i, a) in out.iter().enumerate() {
-        if out[..i]
-            .iter()
-            .any(|b| b.label() == a.label() && b.settings() == a.settings())
-        {
+        let Some(b) = out[..i].iter().find(|b| b.label() == a.label()) else {
+            continue;
+        };
+        if b.settings() == a.settings() {
             return Err(AttackError::BadOption {
                 attack: a.label(),
                 detail: format!("listed twice in '{list}' with the same settings; list it once"),
             });
         }
+        return Err(AttackError::SameLabel {
+            list: list.to_string(),
+            label: a.label(),
+        });
     }
     Ok(out)
 }
@@ -179,9 +187,14 @@ impl AttackOptions {
                 Value::Number(value)
             }
             OptionKind::Count | OptionKind::Whole => {
-                let n = v
-                    .parse::<u64>()
-                    .map_err(|_| self.bad(format!("{key}={v} is not a whole number")))?;
+                let n = v.parse::<u64>().map_err(|e| {
+                    use std::num::IntErrorKind::PosOverflow;
+                    self.bad(if *e.kind() == PosOverflow {
+                        format!("{key}={v} is too large")
+                    } else {
+                        format!("{key}={v} is not a whole number")
+                    })
+                })?;
                 if n == 0 && spec.kind == OptionKind::Count {
                     return Err(self.bad(format!("{key}=0 would run no attack; give at least 1")));
                 }

@@ -59,7 +59,7 @@ fn build(
         return Err(AttackError::Surrogate {
             path,
             detail: format!(
-                "the surrogate takes {:?} with {} classes, the target {:?} with {}",
+                "the surrogate takes {} images with {} classes, the target {} with {}",
                 spec.input, spec.num_classes, ctx.target.input, ctx.target.num_classes
             ),
         });

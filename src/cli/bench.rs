@@ -253,6 +253,32 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.model.clone()
     };
+    // Everything a row could fail on is checked before the first (long) timed row.
+    for m in &models {
+        m.parse::<rslad::models::Arch>()?;
+    }
+    for (flag, value) in [
+        ("--aa-steps", args.aa_steps),
+        ("--aa-queries", args.aa_queries),
+    ] {
+        if value == Some(0) {
+            anyhow::bail!("{flag} 0 would run no attack; give at least 1");
+        }
+    }
+    if let Some(p) = &args.eval_checkpoint {
+        let spec = rslad::models::peek_spec(p)?;
+        let fm = rslad::data::DatasetKind::FashionMnist;
+        if spec.input != fm.shape() || spec.num_classes != fm.num_classes() {
+            anyhow::bail!(
+                "--eval-checkpoint {}: the AA rows run on Fashion-MNIST; this {} takes {} \
+                 images with {} classes",
+                p.display(),
+                spec.name,
+                spec.input,
+                spec.num_classes
+            );
+        }
+    }
     let torch = !args.no_pytorch
         && Command::new("python3")
             .args(["-c", "import torch"])

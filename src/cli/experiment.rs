@@ -14,10 +14,10 @@ pub struct ExperimentArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print the cells (for a cluster array job) and stop.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["cell", "jobs"])]
     list_cells: bool,
     /// Run only cell N (from --list-cells); the teacher cell must finish before students.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "jobs")]
     cell: Option<usize>,
     /// Run N cells at once, each in its own process with an equal share of the CPU threads
     /// (the surrogate, then the teacher, then the students); each cell's output goes to
@@ -37,7 +37,16 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         )
     });
     let cells = cfg.cells(&out)?;
+    let device = rslad::backend::default_device();
     if args.list_cells {
+        // A cluster lists the cells first: a bad file fails here, not in every array job. A
+        // given checkpoint may still be on its way (copied in before the jobs start).
+        match experiment::check(&cfg, &cells, &device) {
+            Err(e @ experiment::ExperimentError::MissingCheckpoint { .. }) => {
+                eprintln!("warning: {e}; the cells that need it will fail until it is there")
+            }
+            other => other.map_err(anyhow::Error::msg)?,
+        }
         for c in &cells {
             let status = match experiment::cell_state(&cfg, &out, c) {
                 experiment::CellState::ToDo => "to do".to_string(),
@@ -53,7 +62,6 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let device = rslad::backend::default_device();
     eprintln!(
         "experiment {}: {} cells, output {}",
         args.config.display(),

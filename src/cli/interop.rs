@@ -39,6 +39,15 @@ pub struct ImportArgs {
 
 pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let device = rslad::backend::default_device();
+    if rslad::io::same_file(&args.out, &args.from) {
+        bail!(
+            "--out {}: is the file being imported (--from); give another path",
+            args.out.display()
+        );
+    }
+    if args.verify_examples == Some(0) {
+        bail!("--verify-examples 0 verifies nothing; give at least 1 (or leave it out for all)");
+    }
     let kind: data::DatasetKind = args.dataset.parse()?;
     let spec = ModelSpec::for_dataset(args.model.parse()?, kind);
     spec.check_size().map_err(anyhow::Error::msg)?;
@@ -60,12 +69,6 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     for note in &report.notes {
         eprintln!("note: {note}");
     }
-    save_model(
-        &model,
-        &args.out,
-        &[("rslad.imported_from", args.from.display().to_string())],
-    )?;
-    eprintln!("wrote {}", args.out.display());
     if let Some(d) = &args.verify_dataset {
         let vkind: data::DatasetKind = d.parse()?;
         if vkind.shape() != spec.input || vkind.num_classes() != spec.num_classes {
@@ -88,6 +91,13 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
             100.0 * acc
         );
     }
+    // Written last: a failed verification leaves no output behind.
+    save_model(
+        &model,
+        &args.out,
+        &[("rslad.imported_from", args.from.display().to_string())],
+    )?;
+    eprintln!("wrote {}", args.out.display());
     Ok(())
 }
 
@@ -108,6 +118,12 @@ pub struct ExportArgs {
 
 pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     let device = rslad::backend::default_device();
+    if rslad::io::same_file(&args.out, &args.checkpoint) {
+        bail!(
+            "--out {}: is the checkpoint being exported; give another path",
+            args.out.display()
+        );
+    }
     let model = rslad::models::load_model(&args.checkpoint, &device, None)?;
     let layout: Option<Layout> = args.layout.as_deref().map(str::parse).transpose()?;
     match args.format.as_str() {

@@ -181,6 +181,14 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
                     dir.display()
                 );
             }
+            if e != cfg.epochs {
+                // The schedule was resolved when the run started; it does not stretch.
+                eprintln!(
+                    "note: the run continues to {e} epochs on its recorded schedule (lr {} x{} \
+                     after epochs {:?}, set for {} epochs)",
+                    cfg.lr, cfg.gamma, cfg.milestones, cfg.epochs
+                );
+            }
             cfg.epochs = e;
         }
         let now = rslad::backend::describe();
@@ -203,7 +211,16 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         Some(p) => TrainOverrides::from_toml_file(p)?,
         None => TrainOverrides::default(),
     };
-    base.merged(args.settings()?).resolve().map_err(with_flag)
+    base.merged(args.settings()?).resolve().map_err(|e| {
+        // A value from the --config file is named there, not as a flag the user never typed.
+        let by_flag = e
+            .key()
+            .is_some_and(|k| args.given.iter().any(|(g, _)| *g == k));
+        match (&args.config, by_flag) {
+            (Some(file), false) => anyhow::anyhow!("{}: {e}", file.display()),
+            _ => with_flag(e),
+        }
+    })
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -325,8 +342,13 @@ mod tests {
             }
             let from_flags = resolve(&parse(&flags).unwrap()).unwrap();
             assert_eq!(from_flags.method.name, name);
+            let teacher = if entry.needs_teacher {
+                "teacher = 't'\n"
+            } else {
+                ""
+            };
             let file = format!(
-                "method = '{name}'\ndataset = 'fashion-mnist'\nout = '/tmp/unused'\nteacher = 't'\n"
+                "method = '{name}'\ndataset = 'fashion-mnist'\nout = '/tmp/unused'\n{teacher}"
             );
             let from_file = TrainOverrides::from_toml_str(&file)
                 .unwrap()

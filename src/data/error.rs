@@ -18,7 +18,7 @@ pub enum DataError {
     #[error("{path}: truncated: {detail}")]
     Truncated { path: PathBuf, detail: String },
 
-    #[error("{path}: not a {expected} file: {detail}")]
+    #[error("{path}: not the expected file ({expected}): {detail}")]
     Format {
         path: PathBuf,
         expected: &'static str,

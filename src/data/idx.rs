@@ -3,7 +3,7 @@
 //! Files may be gzipped (`*.gz`, as Debian ships them) or plain.
 
 use super::{DataError, Dataset, DatasetKind, Split};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -101,7 +101,7 @@ fn read_idx(
         .map_err(io)?
         .starts_with(&[0x1f, 0x8b]);
     let mut reader: Box<dyn Read> = if gz {
-        Box::new(GzDecoder::new(sniff))
+        Box::new(MultiGzDecoder::new(sniff))
     } else {
         Box::new(sniff)
     };

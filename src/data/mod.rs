@@ -38,6 +38,13 @@ pub struct ImageShape {
     pub width: usize,
 }
 
+/// `CxHxW`, as messages name an input.
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.channels, self.height, self.width)
+    }
+}
+
 impl ImageShape {
     pub fn len(&self) -> usize {
         self.channels * self.height * self.width

@@ -85,8 +85,8 @@ pub enum EvalError {
     Attack(#[from] AttackError),
     #[error(
         "{}: the checkpoint is a {} for {} images with {} classes; {dataset} has {} with {}",
-        path.display(), found.name, shape(&found.input), found.num_classes,
-        shape(&dataset.shape()), dataset.num_classes()
+        path.display(), found.name, found.input, found.num_classes,
+        dataset.shape(), dataset.num_classes()
     )]
     WrongDataset {
         path: PathBuf,
@@ -101,10 +101,6 @@ pub enum EvalError {
         #[source]
         source: std::io::Error,
     },
-}
-
-fn shape(s: &crate::data::ImageShape) -> String {
-    format!("{}x{}x{}", s.channels, s.height, s.width)
 }
 
 /// A checkpoint loaded and checked, its examples and attacks ready: what a caller may show
@@ -208,6 +204,11 @@ impl PreparedEval {
             progress,
         );
         let path = &self.request.checkpoint;
+        results.shard = self.request.shard.map(|s| super::ShardRecord {
+            index: s.index,
+            count: s.count,
+            test_examples: self.test_len,
+        });
         results.checkpoint = Some(path.display().to_string());
         results.checkpoint_sha256 =
             Some(

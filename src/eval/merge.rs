@@ -41,6 +41,17 @@ pub enum MergeError {
     },
     #[error("shards overlap or are out of order")]
     Overlap,
+    #[error(
+        "shards missing: the shards split the first {total} test images ({split}), but no shard \
+         holds {missing}; run those shards and merge again"
+    )]
+    Missing {
+        total: usize,
+        split: String,
+        missing: String,
+    },
+    #[error("shards of different splits of the test set: {first} and {other}")]
+    OtherSplit { first: String, other: String },
 }
 
 /// What is wrong inside one shard's outcomes.
@@ -173,6 +184,7 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeEr
     if ids.len() != n || ids.windows(2).any(|w| w[0] >= w[1]) {
         return Err(MergeError::Overlap);
     }
+    check_complete(&shards_all_records(&shards), &ids)?;
     let share = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len() as f64;
     let concat = |f: &dyn Fn(&EvalResults) -> String| -> Vec<bool> {
         shards.iter().flat_map(|s| from_bits(&f(s))).collect()
@@ -211,6 +223,7 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeEr
         attacks,
         warnings: Vec::new(),
         seconds: shards.iter().map(|s| s.seconds).sum(),
+        shard: None,
         ..first
     };
     merged.warnings = crate::eval::consistency_warnings(&merged);
@@ -227,6 +240,55 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeEr
         }
     }
     Ok(merged)
+}
+
+/// The shard records of `shards` (those written before shards recorded theirs have none).
+fn shards_all_records(shards: &[EvalResults]) -> Vec<super::ShardRecord> {
+    shards.iter().filter_map(|s| s.shard).collect()
+}
+
+/// Shards that record their split must, merged, hold every example of it: `ids` (sorted,
+/// distinct) must be exactly `0..test_examples`.
+fn check_complete(records: &[super::ShardRecord], ids: &[u64]) -> Result<(), MergeError> {
+    let Some(first) = records.first() else {
+        return Ok(());
+    };
+    let split = |r: &super::ShardRecord| format!("{} shards of {}", r.count, r.test_examples);
+    if let Some(other) = records
+        .iter()
+        .find(|r| (r.count, r.test_examples) != (first.count, first.test_examples))
+    {
+        return Err(MergeError::OtherSplit {
+            first: split(first),
+            other: split(other),
+        });
+    }
+    let total = first.test_examples as u64;
+    let mut gaps = Vec::new();
+    let mut next = 0u64;
+    for &id in ids.iter().chain(std::iter::once(&total)) {
+        if id > next {
+            gaps.push(if id - 1 == next {
+                format!("example {next}")
+            } else {
+                format!("examples {next}..={}", id - 1)
+            });
+        }
+        next = next.max(id + 1);
+    }
+    if gaps.is_empty() && ids.last().is_none_or(|&l| l < total) {
+        return Ok(());
+    }
+    let missing = if gaps.is_empty() {
+        format!("examples beyond {total}")
+    } else {
+        gaps.join(", ")
+    };
+    Err(MergeError::Missing {
+        total: first.test_examples,
+        split: split(first),
+        missing,
+    })
 }
 
 fn shard_name(s: &EvalResults) -> String {

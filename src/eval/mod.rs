@@ -107,6 +107,18 @@ pub struct EvalResults {
     pub attacks: Vec<AttackResult>,
     pub warnings: Vec<String>,
     pub seconds: f64,
+    /// Which piece of the test set a shard holds (absent for a whole evaluation, and in files
+    /// written before shards recorded it): merging checks that no piece is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardRecord>,
+}
+
+/// A shard's place: piece `index` of `count` of the first `test_examples` test images.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ShardRecord {
+    pub index: usize,
+    pub count: usize,
+    pub test_examples: usize,
 }
 
 pub fn bits(v: &[bool]) -> String {
@@ -400,6 +412,7 @@ pub fn evaluate_classifier(
         attacks: results,
         warnings,
         seconds: 0.0,
+        shard: None,
     };
     out.warnings.extend(consistency_warnings(&out));
     if cfg.sanity_checks && !data.is_empty() {

@@ -102,6 +102,12 @@ pub enum GridError {
          remove it from the top of the experiment file"
     )]
     SetByGrid { key: &'static str },
+    #[error("seeds = [] lists no seed: give at least one (leave seeds out for seed 0)")]
+    NoSeeds,
+    #[error("[[student]] model '{model}' has methods = []: list at least one method")]
+    NoMethods { model: String },
+    #[error("eps_sweep = 1: a sweep over [0, 2 eps] needs at least 2 points (0 turns it off)")]
+    OnePointSweep,
     #[error("blackbox_seeds has seed {seed}, which is not in seeds {seeds:?}")]
     BlackboxSeed { seed: u64, seeds: Vec<u64> },
     #[error(
@@ -131,8 +137,8 @@ pub struct ExperimentConfig {
     /// Also the evaluations' dataset, so a key of the file itself rather than of `train`.
     pub dataset: String,
     pub data_dir: Option<PathBuf>,
-    #[serde(default)]
-    pub seeds: Vec<u64>,
+    /// Student seeds (default `[0]`).
+    pub seeds: Option<Vec<u64>>,
     /// White-box attack list for the tables (default "paper").
     pub attacks: Option<String>,
     /// Test images attacked (the first N; default 1000).
@@ -254,10 +260,10 @@ impl ExperimentConfig {
     /// Every cell, in the order they must run (surrogate and teacher first).
     pub fn cells(&self, out: &Path) -> Result<Vec<Cell>, GridError> {
         self.check_method_tables()?;
-        let seeds = if self.seeds.is_empty() {
-            vec![0]
-        } else {
-            self.seeds.clone()
+        let seeds = match &self.seeds {
+            None => vec![0],
+            Some(s) if s.is_empty() => return Err(GridError::NoSeeds),
+            Some(s) => s.clone(),
         };
         let mut cells = Vec::new();
         let add = |cells: &mut Vec<Cell>,
@@ -321,8 +327,16 @@ impl ExperimentConfig {
                 return Err(GridError::BlackboxSeed { seed, seeds });
             }
         }
+        if self.eps_sweep == Some(1) {
+            return Err(GridError::OnePointSweep);
+        }
         let teacher_ckpt = self.teacher_checkpoint(out);
         for s in &self.student {
+            if s.methods.is_empty() {
+                return Err(GridError::NoMethods {
+                    model: s.model.clone(),
+                });
+            }
             for m in &s.methods {
                 let (method, reduction) = match m.split_once(':') {
                     Some((a, b)) => (a.to_string(), Some(b.to_string())),
@@ -538,6 +552,8 @@ pub fn cell_state(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> CellState 
                 CellState::Changed(diff.join(", "))
             } else if super::run::teacher_replaced(out, cell) {
                 CellState::Changed("the teacher's weights (not those it learned from)".into())
+            } else if !super::run::results_intact(cfg, out, cell) {
+                CellState::ToDo
             } else if super::run::blackbox_stale(cfg, out, cell) {
                 CellState::Stale
             } else {

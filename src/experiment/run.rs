@@ -25,6 +25,12 @@ pub enum ExperimentError {
         path.display()
     )]
     MissingCheckpoint { path: PathBuf, role: Role },
+    #[error("the {role:?} checkpoint given in the experiment file: {source}")]
+    GivenCheckpoint {
+        role: Role,
+        #[source]
+        source: crate::models::WeightsError,
+    },
     #[error(
         "cell {cell} needs the teacher {}, which is not trained yet: run the teacher cell first",
         teacher.display()
@@ -71,6 +77,12 @@ pub enum ExperimentError {
         #[source]
         source: crate::attacks::AttackError,
     },
+    #[error(
+        "cell {cell} is being run by another rslad process (it holds {}); wait for it to \
+         finish or stop it",
+        lock.display()
+    )]
+    InUse { cell: String, lock: PathBuf },
     #[error("there is no cell {index}: the experiment has cells 0..{count}")]
     NoSuchCell { index: usize, count: usize },
     #[error("the experiment settings cannot be recorded as TOML: {0}")]
@@ -116,11 +128,25 @@ fn check_before_running(
     let list = cfg.attacks.clone().unwrap_or_else(|| "paper".into());
     let mut checked = Vec::new();
     for cell in cells {
-        if let Some(p) = cell.checkpoint.as_ref().filter(|p| !p.is_file()) {
-            return Err(ExperimentError::MissingCheckpoint {
-                path: p.clone(),
+        if let Some(p) = &cell.checkpoint {
+            if !p.is_file() {
+                return Err(ExperimentError::MissingCheckpoint {
+                    path: p.clone(),
+                    role: cell.role,
+                });
+            }
+            // Another model's weights would be evaluated and reported under this cell's model.
+            let given = |source| ExperimentError::GivenCheckpoint {
                 role: cell.role,
-            });
+                source,
+            };
+            let arch = cell
+                .model
+                .parse::<crate::models::Arch>()
+                .map_err(|e| given(e.into()))?;
+            let expected = crate::models::ModelSpec::for_dataset(arch, kind);
+            let found = crate::models::peek_spec(p).map_err(given)?;
+            crate::models::check_expected(p, &found, &expected).map_err(given)?;
         }
         let Some(arch) = cell.train.model.filter(|a| !checked.contains(a)) else {
             continue;
@@ -163,6 +189,14 @@ pub fn run_cell(
 ) -> Result<(), ExperimentError> {
     let layout = cell_layout(out, cell);
     std::fs::create_dir_all(layout.root()).map_err(io_err(layout.root()))?;
+    // Two processes on one cell (an array job started twice) would evaluate it twice over.
+    let lock = layout.cell_lock();
+    let _held = crate::io::try_lock(&lock)
+        .map_err(io_err(&lock))?
+        .ok_or_else(|| ExperimentError::InUse {
+            cell: cell.name.clone(),
+            lock: lock.clone(),
+        })?;
     let eps = cfg.eps().map_err(ExperimentError::Config)?;
     let kind = cfg.kind().map_err(ExperimentError::Config)?;
     let checkpoints = train_or_take(cell, &layout, device, observer)?;
@@ -384,6 +418,26 @@ pub(crate) fn blackbox_stale(cfg: &ExperimentConfig, out: &Path, cell: &Cell) ->
         .is_some_and(|hash| other_surrogate(&r, Some(&hash)))
 }
 
+/// Whether every results file the finished `cell` owes is there and readable: a deleted or
+/// damaged one (or one a newly listed black-box seed asks for) makes the cell run again, which
+/// evaluates only what is missing.
+pub(crate) fn results_intact(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> bool {
+    let layout = cell_layout(out, cell);
+    let checkpoints = match &cell.checkpoint {
+        Some(p) => Checkpoints {
+            best: p.clone(),
+            last: p.clone(),
+        },
+        None => Checkpoints {
+            best: layout.best(),
+            last: layout.last(),
+        },
+    };
+    eval_jobs(cfg, out, cell, &checkpoints)
+        .iter()
+        .all(|job| read_results(&layout.eval(job.file)).is_some())
+}
+
 /// Transfer attacks craft on the surrogate's final weights: a surrogate cell still training
 /// (run by another process) has only an earlier epoch's best checkpoint, or none. A given
 /// surrogate checkpoint is final.
@@ -593,6 +647,17 @@ fn eval_request(
     }
 }
 
+/// Everything about the experiment file that can be checked without its outputs: settings,
+/// the attack list and the given checkpoints (`--list-cells` checks these too).
+pub fn check(
+    cfg: &ExperimentConfig,
+    cells: &[Cell],
+    device: &burn::prelude::Device,
+) -> Result<(), ExperimentError> {
+    cfg.validate(cells).map_err(ExperimentError::Config)?;
+    check_before_running(cfg, cells, device)
+}
+
 /// The cells of the experiment, once everything that can be checked before a cell runs is
 /// checked (settings, a changed finished cell — every cell, or only `only` —, the attack list,
 /// given checkpoints), and the experiment's settings are recorded in `out`.
@@ -603,7 +668,7 @@ pub fn prepare(
     device: &burn::prelude::Device,
 ) -> Result<Vec<Cell>, ExperimentError> {
     let cells = cfg.cells(out).map_err(ExperimentError::Config)?;
-    cfg.validate(&cells).map_err(ExperimentError::Config)?;
+    check(cfg, &cells, device)?;
     let only = match only {
         Some(i) => Some(cells.get(i).ok_or(ExperimentError::NoSuchCell {
             index: i,
@@ -617,7 +682,6 @@ pub fn prepare(
     for cell in only.map_or(&cells[..], std::slice::from_ref) {
         refuse_changed(cfg, out, cell)?;
     }
-    check_before_running(cfg, &cells, device)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let recorded = toml::to_string(cfg)?;
     let path = RunLayout::new(out).experiment_config();
@@ -690,6 +754,7 @@ mod tests {
             attacks: Vec::new(),
             warnings: Vec::new(),
             seconds: 1.0,
+            shard: None,
         };
         std::fs::write(
             layout.eval(EvalFile::Best),

@@ -178,7 +178,15 @@ fn check_pickles(path: &Path) -> Result<(), InteropError> {
     let mut pos = 0;
     for _ in 0..5 {
         if pos >= bytes.len() {
-            return Err(read_err(path, "file ends inside its pickles (truncated?)"));
+            return Err(read_err(
+                path,
+                if pos == 0 {
+                    "file ends inside its pickles (truncated?)"
+                } else {
+                    "a pickle, but not one torch.save wrote (a legacy torch.save file holds five \
+                     pickles; this one ends after fewer): truncated, or another kind of file"
+                },
+            ));
         }
         pos += pickle_scan::scan(&bytes[pos..]).map_err(unsafe_err)?;
     }
@@ -224,6 +232,14 @@ pub fn read_source(path: &Path) -> Result<BTreeMap<String, SourceTensor>, Intero
         let bytes = std::fs::read(path).map_err(|e| read_err(path, e))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| read_err(path, format!("not a valid safetensors file: {e}")))?;
+        // rslad's own checkpoints need no import (and their keys fit no PyTorch layout).
+        if crate::models::peek_spec(path).is_ok() {
+            return Err(read_err(
+                path,
+                "is already an rslad checkpoint: use it as it is (rslad export turns it into \
+                 PyTorch's layout)",
+            ));
+        }
         for (name, view) in st.tensors() {
             let dtype = match view.dtype() {
                 Dtype::F32 => Some(PtType::F32),

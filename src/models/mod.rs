@@ -10,7 +10,9 @@ mod weights;
 mod wide_resnet;
 
 pub use layers::Activation;
-pub use weights::{check_expected, load_model, peek_spec, save_model, WeightsError};
+pub use weights::{
+    check_expected, damaged_tensor, load_model, peek_spec, save_model, WeightsError,
+};
 pub use wide_resnet::WrnForm;
 
 use crate::data::{DatasetKind, ImageShape};

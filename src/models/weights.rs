@@ -48,8 +48,8 @@ pub enum WeightsError {
 
 fn describe(spec: &ModelSpec) -> String {
     format!(
-        "{} ({}x{}x{} input, {} classes)",
-        spec.name, spec.input.channels, spec.input.height, spec.input.width, spec.num_classes
+        "{} ({} input, {} classes)",
+        spec.name, spec.input, spec.num_classes
     )
 }
 
@@ -345,7 +345,40 @@ pub fn load_model(
             ),
         });
     }
+    // Damaged weights would score 0% everywhere (or fail training later with a misleading
+    // hint): refuse them here, where the file is known.
+    if let Some(damage) = damaged_tensor(&model) {
+        return Err(WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("{damage}: the weights are damaged (a diverged run?)"),
+        });
+    }
     Ok(model)
+}
+
+/// The first tensor of `model` (parameters and BatchNorm statistics) that no trained network
+/// holds: a NaN or an infinity anywhere, or a negative BatchNorm running variance (its square
+/// root is taken). `None` when every tensor is sound.
+pub fn damaged_tensor(model: &Model) -> Option<String> {
+    model.collect(None, None, true).into_iter().find_map(|t| {
+        let bytes = t.to_bytes().ok()?;
+        let values = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        let variance = t.name.ends_with("running_var");
+        let mut found = None;
+        for v in values {
+            if !v.is_finite() {
+                found = Some(format!("{} holds a NaN or an infinity", t.name));
+                break;
+            }
+            if variance && v < 0.0 {
+                found = Some(format!("{} holds a negative variance ({v})", t.name));
+                break;
+            }
+        }
+        found
+    })
 }
 
 /// Saves `model` atomically, with its spec and `extra` metadata.

@@ -30,6 +30,25 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{} holds results on {} at eps {:.4}, but {} on {} at eps {:.4}: one report covers one \
+         dataset and one eps (its differences are paired on the same test images); report them \
+         separately",
+        first.display(),
+        first_dataset,
+        first_eps,
+        other.display(),
+        other_dataset,
+        other_eps
+    )]
+    Mixed {
+        first: PathBuf,
+        first_dataset: String,
+        first_eps: f64,
+        other: PathBuf,
+        other_dataset: String,
+        other_eps: f64,
+    },
     #[error("{file}: {source}")]
     Plot {
         file: String,
@@ -229,6 +248,8 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
         ..Report::default()
     };
     let mut for_stats = Vec::new();
+    // The first results file read: every other one must be on its dataset and eps.
+    let mut setting: Option<(PathBuf, String, f64)> = None;
     for ((_, model, method, role), members) in groups.iter_mut() {
         // Seed order, not directory order: "the first seed" is then seed order's first.
         members.sort_by_key(|m| m.0);
@@ -243,13 +264,15 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
         }
         for file in EvalFile::ALL {
             let (checkpoint, black) = (file.checkpoint(), file.black_box());
-            let (seeds, results): (Vec<u64>, Vec<EvalResults>) = members
-                .iter()
-                .filter_map(|(s, p, _)| {
-                    let path = RunLayout::new(p).eval(file);
-                    Some((*s, read_results(&path, &mut report.warnings)?))
-                })
-                .unzip();
+            let mut read = Vec::new();
+            for (s, p, _) in members.iter() {
+                let path = RunLayout::new(p).eval(file);
+                if let Some(r) = read_results(&path, &mut report.warnings) {
+                    same_setting(&mut setting, &path, &r)?;
+                    read.push((*s, r));
+                }
+            }
+            let (seeds, results): (Vec<u64>, Vec<EvalResults>) = read.into_iter().unzip();
             if results.is_empty() {
                 continue;
             }
@@ -320,6 +343,29 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     report.teacher_margin = margins;
     report.warnings.extend(warnings);
     Ok(report)
+}
+
+/// Refuses results on another dataset or eps than the first ones read (`setting`).
+fn same_setting(
+    setting: &mut Option<(PathBuf, String, f64)>,
+    path: &Path,
+    r: &EvalResults,
+) -> Result<(), ReportError> {
+    match setting {
+        None => *setting = Some((path.to_path_buf(), r.dataset.clone(), r.eps)),
+        Some((first, dataset, eps)) if *dataset != r.dataset || (*eps - r.eps).abs() > 1e-9 => {
+            return Err(ReportError::Mixed {
+                first: first.clone(),
+                first_dataset: dataset.clone(),
+                first_eps: *eps,
+                other: path.to_path_buf(),
+                other_dataset: r.dataset.clone(),
+                other_eps: r.eps,
+            })
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 /// The names of the cells of `dir`'s grid that have not finished, and the number of cells in
@@ -401,6 +447,20 @@ fn cell(row: &Row, column: &str) -> String {
             s
         }
     }
+}
+
+/// The paper's `standard` columns, then any other attack the rows ran (a custom list's
+/// columns are shown, never dropped).
+fn columns_of<'a>(rows: &'a [Row], standard: &[&'a str]) -> Vec<&'a str> {
+    let mut cols = standard.to_vec();
+    for r in rows {
+        for c in r.accuracy.keys().map(String::as_str) {
+            if c != "Clean" && !cols.contains(&c) {
+                cols.push(c);
+            }
+        }
+    }
+    cols
 }
 
 fn table(rows: &[Row], columns: &[&str], with_checkpoint: bool) -> String {
@@ -514,13 +574,15 @@ pub fn markdown(report: &Report) -> String {
     } else {
         "## White-box robustness (best checkpoint)\n\n"
     });
-    md.push_str(&table(&report.white_box, WHITE_BOX, true));
+    let cols = columns_of(&report.white_box, WHITE_BOX);
+    md.push_str(&table(&report.white_box, &cols, true));
     if any_paper {
         md.push_str("\nIn parentheses: the paper's numbers as quoted by later work (docs/spec/results.md), same setup.\n");
     }
     if !report.black_box.is_empty() {
         md.push_str("\n## Black-box robustness (best checkpoint)\n\nTransfer attacks crafted on the surrogate; Square queries the model.\n\n");
-        md.push_str(&table(&report.black_box, BLACK_BOX, false));
+        let cols = columns_of(&report.black_box, BLACK_BOX);
+        md.push_str(&table(&report.black_box, &cols, false));
     }
     md.push_str(&stats::markdown(
         &report.comparisons,

@@ -115,6 +115,8 @@ pub enum ConfigError {
          `rslad import` converts PyTorch ones) and teacher_model (--teacher-model NAME)"
     )]
     NoTeacher { method: String },
+    #[error("method {method} learns from no teacher: leave teacher (--teacher) out")]
+    UnusedTeacher { method: String },
     #[error("{}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -139,7 +141,7 @@ impl ConfigError {
             ConfigError::UnknownMethod(_) => Some("method"),
             ConfigError::Dataset(_) => Some("dataset"),
             ConfigError::ModelSize(_) => Some("model"),
-            ConfigError::NoTeacher { .. } => Some("teacher"),
+            ConfigError::NoTeacher { .. } | ConfigError::UnusedTeacher { .. } => Some("teacher"),
             ConfigError::Read { .. } | ConfigError::Toml { .. } | ConfigError::NotAParam { .. } => {
                 None
             }
@@ -746,6 +748,12 @@ impl TrainConfig {
                 method: m.name.clone(),
             });
         }
+        // A teacher given to a method that ignores it is recorded as if it mattered.
+        if !m.needs_teacher() && self.teacher.is_some() {
+            return Err(ConfigError::UnusedTeacher {
+                method: m.name.clone(),
+            });
+        }
         Ok(())
     }
 
@@ -844,12 +852,20 @@ mod tests {
         cifar.set_text("dataset", "cifar10").unwrap();
         let cifar = base().merged(cifar);
         let cifar_plain = resolved(cifar.clone()).unwrap();
+        // The teacher is a setting of the methods that distill one.
+        let mut distill = TrainOverrides::default();
+        distill.set_text("method", "rslad").unwrap();
+        distill.set_text("teacher", "/tmp/teacher").unwrap();
+        let distill = base().merged(distill);
+        let distill_plain = resolved(distill.clone()).unwrap();
         for s in SETTINGS {
             let changes = candidates.iter().any(|v| {
                 let mut o = TrainOverrides::default();
                 o.set_text(s.key, v).is_ok()
                     && (resolved(base().merged(o.clone())).is_some_and(|c| c != plain)
-                        || resolved(cifar.clone().merged(o)).is_some_and(|c| c != cifar_plain))
+                        || resolved(cifar.clone().merged(o.clone()))
+                            .is_some_and(|c| c != cifar_plain)
+                        || resolved(distill.clone().merged(o)).is_some_and(|c| c != distill_plain))
             });
             assert!(changes, "{} never changes the resolved config", s.key);
         }

@@ -54,6 +54,8 @@ impl RunLayout {
     const METRICS: &'static str = "metrics.jsonl";
     const BEST: &'static str = "best.safetensors";
     const LAST: &'static str = "last.safetensors";
+    const LOCK: &'static str = "run.lock";
+    const CELL_LOCK: &'static str = "cell.lock";
     /// The committed checkpoints, named relative to the run directory in `state.json`.
     pub const CKPT: &'static str = "ckpt";
     const SWEEP: &'static str = "sweep.json";
@@ -99,6 +101,17 @@ impl RunLayout {
 
     pub fn last(&self) -> PathBuf {
         self.path(Self::LAST)
+    }
+
+    /// Held (an advisory lock) by the process working in the directory.
+    pub fn lock(&self) -> PathBuf {
+        self.path(Self::LOCK)
+    }
+
+    /// Held by the process running an experiment cell (its training holds [`Self::lock`]
+    /// as well, a separate file).
+    pub fn cell_lock(&self) -> PathBuf {
+        self.path(Self::CELL_LOCK)
     }
 
     pub fn ckpt_dir(&self) -> PathBuf {

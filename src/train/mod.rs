@@ -40,8 +40,9 @@ pub enum TrainError {
         source: Box<ConfigError>,
     },
     #[error(
-        "{} holds a run with other settings ({}); continue it with `rslad train --resume {}` \
-         or choose another run directory (out)",
+        "{} holds a run with other settings ({}); continue it with its own settings \
+         (`rslad train --resume {}`, with its config.toml as the run wrote it) or choose \
+         another run directory (out)",
         out.display(),
         changed.join(", "),
         out.display()
@@ -71,31 +72,49 @@ pub enum TrainError {
         value: f32,
     },
     #[error(
-        "the weights became non-finite (NaN or infinite) in epoch {epoch} (first: {tensor}): \
+        "the weights became unusable in epoch {epoch} ({damage}): training diverged and the \
+         epoch was not committed. The run directory keeps the last finished epoch; lower the \
+         learning rate (lr) or check momentum, weight_decay and the data"
+    )]
+    NonFiniteWeights { epoch: usize, damage: String },
+    #[error(
+        "the model's logits on the test images became NaN or infinite in epoch {epoch}: \
          training diverged and the epoch was not committed. The run directory keeps the last \
          finished epoch; lower the learning rate (lr) or check momentum, weight_decay and the \
          data"
     )]
-    NonFiniteWeights { epoch: usize, tensor: String },
+    NonFiniteLogits { epoch: usize },
+    #[error(
+        "{} holds a run whose state.json is missing ({} there): it cannot be resumed, and \
+         starting over would overwrite it. Restore state.json, or move the directory away to \
+         start over",
+        out.display(),
+        found.join(", ")
+    )]
+    StateMissing {
+        out: std::path::PathBuf,
+        found: Vec<String>,
+    },
+    #[error(
+        "{} is in use by another rslad process (its lock file {} is held); wait for it to \
+         finish or stop it",
+        out.display(),
+        lock.display()
+    )]
+    InUse {
+        out: std::path::PathBuf,
+        lock: std::path::PathBuf,
+    },
+    #[error("no run directory given (out is empty)")]
+    NoOut,
+    #[error("{}: the run directory (out) is a file, not a directory", out.display())]
+    OutNotADirectory { out: std::path::PathBuf },
 }
 
 impl From<ConfigError> for TrainError {
     fn from(e: ConfigError) -> Self {
         TrainError::Config(Box::new(e))
     }
-}
-
-/// The first tensor of `model` (parameters and BatchNorm statistics) holding a NaN or an
-/// infinity.
-fn first_non_finite(model: &Model) -> Option<String> {
-    use burn::store::ModuleSnapshot;
-    model.collect(None, None, true).into_iter().find_map(|t| {
-        let bytes = t.to_bytes().ok()?;
-        bytes
-            .chunks_exact(4)
-            .any(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
-            .then(|| t.name.clone())
-    })
 }
 
 /// What the loop reports while it runs (the CLI draws progress bars from it).
@@ -200,16 +219,8 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
     let want = ModelSpec::for_dataset(cfg.model, cfg.dataset);
     if found.input != want.input || found.num_classes != want.num_classes {
         return Err(err(format!(
-            "it takes {}x{}x{} images with {} classes, but {} has {}x{}x{} with {}",
-            found.input.channels,
-            found.input.height,
-            found.input.width,
-            found.num_classes,
-            cfg.dataset,
-            want.input.channels,
-            want.input.height,
-            want.input.width,
-            want.num_classes
+            "it takes {} images with {} classes, but {} has {} with {}",
+            found.input, found.num_classes, cfg.dataset, want.input, want.num_classes
         )));
     }
     let teacher =
@@ -223,7 +234,21 @@ pub fn load_teacher(cfg: &TrainConfig, device: &Device) -> Result<Option<Model>,
 /// `state.json` recorded; `config.toml` stands in for states written before they were.
 fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     let Some(state) = dir.read_state()? else {
-        return Ok(()); // nothing was finished there yet
+        // Nothing was committed there yet, unless the files derived from a committed state
+        // are there without it (state.json deleted or lost): never train over those.
+        let layout = &dir.layout;
+        let found: Vec<String> = [layout.metrics(), layout.last(), layout.best()]
+            .iter()
+            .filter(|p| p.exists())
+            .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+            .collect();
+        if !found.is_empty() {
+            return Err(TrainError::StateMissing {
+                out: cfg.out.clone(),
+                found,
+            });
+        }
+        return Ok(());
     };
     let (text, path) = match &state.settings {
         Some(text) => (text.clone(), dir.layout.state()),
@@ -304,6 +329,8 @@ pub fn run(
 /// What every epoch of a run uses: its directory, data, method and teacher.
 struct Prepared {
     dir: RunDir,
+    /// Held until the run ends (see [`lock_run`]).
+    _lock: std::fs::File,
     train: Arc<Dataset>,
     test: Arc<Dataset>,
     /// The test slice PGD-20 monitors each epoch (and the best checkpoint is chosen on).
@@ -313,15 +340,38 @@ struct Prepared {
     spec: ModelSpec,
 }
 
+/// The run directory's lock, held for the whole run: a second process training into the same
+/// directory would delete the first one's checkpoints as stale.
+fn lock_run(dir: &RunDir, cfg: &TrainConfig) -> Result<std::fs::File, TrainError> {
+    let path = dir.layout.lock();
+    match crate::io::try_lock(&path) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(TrainError::InUse {
+            out: cfg.out.clone(),
+            lock: path,
+        }),
+        Err(e) => Err(checkpoint::CheckpointError::Io { path, source: e }.into()),
+    }
+}
+
 /// Checks the settings against the run directory (a different run there is an error), records
 /// them, and loads the data, the method and the teacher.
 fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
     cfg.validate()?;
+    if cfg.out.as_os_str().is_empty() {
+        return Err(TrainError::NoOut);
+    }
+    if cfg.out.exists() && !cfg.out.is_dir() {
+        return Err(TrainError::OutNotADirectory {
+            out: cfg.out.clone(),
+        });
+    }
     let dir = RunDir::new(&cfg.out);
     std::fs::create_dir_all(&cfg.out).map_err(|e| checkpoint::CheckpointError::Io {
         path: cfg.out.clone(),
         source: e,
     })?;
+    let lock = lock_run(&dir, cfg)?;
     check_same_run(&dir, cfg)?;
     dir.write_text(&dir.config_path(), &cfg.to_toml())?;
 
@@ -354,6 +404,7 @@ fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
     let spec = ModelSpec::for_dataset(cfg.model, cfg.dataset);
     Ok(Prepared {
         dir,
+        _lock: lock,
         train,
         test,
         monitor_set,
@@ -539,7 +590,13 @@ fn evaluate_and_commit(
 ) -> Result<(), TrainError> {
     observer.evaluating("test");
     let valid = model.valid();
-    let (clean_flags, _) = eval::clean_pass(&valid, &run.test, cfg.eval_batch_size, device);
+    let (clean_flags, non_finite) =
+        eval::clean_pass(&valid, &run.test, cfg.eval_batch_size, device);
+    // Weights can stay finite while every logit overflows (a huge learning rate): such an
+    // epoch is diverged too, and is not committed.
+    if non_finite {
+        return Err(TrainError::NonFiniteLogits { epoch: epoch + 1 });
+    }
     let test_accuracy =
         clean_flags.iter().filter(|&&b| b).count() as f64 / clean_flags.len().max(1) as f64;
     let (robust_accuracy, monitor_clean) = if cfg.method.is_robust() {
@@ -575,10 +632,10 @@ fn evaluate_and_commit(
     };
     // A step can leave non-finite weights without a non-finite loss (the last batch of an
     // epoch): such weights are never committed as a finished epoch.
-    if let Some(name) = first_non_finite(&valid) {
+    if let Some(damage) = crate::models::damaged_tensor(&valid) {
         return Err(TrainError::NonFiniteWeights {
             epoch: epoch + 1,
-            tensor: name,
+            damage,
         });
     }
     state.metrics.push(metrics.clone());

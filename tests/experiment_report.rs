@@ -342,6 +342,7 @@ fn fake_result(clean: &str, attacks: &[(&str, &str)]) -> EvalResults {
         warnings: vec![],
         seconds: 0.0,
         shard: None,
+        data_sha256: None,
     }
 }
 
@@ -794,8 +795,22 @@ fn report_refuses_mixed_settings_and_shows_every_column() {
     other.eps = r.eps;
     other.dataset = "cifar100".into();
     write_b(&other);
-    let e = report::collect(&[a, b.clone()]).unwrap_err().to_string();
+    let e = report::collect(&[a.clone(), b.clone()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cifar100") && e.contains("cifar10 "), "{e}");
+    // The same cell (model, method, seed) in both folders: the second is not just dropped.
+    write_cell(
+        &b,
+        "resnet18-sat-s0",
+        "student",
+        "sat",
+        0,
+        "eval-best.json",
+        &other,
+    );
+    let e = report::collect(&[a, b]).unwrap_err().to_string();
+    assert!(e.contains("cifar100"), "{e}");
 }
 
 fn write_cell(
@@ -816,7 +831,7 @@ fn write_cell(
     let cell = serde_json::json!({
         "cell": {"index": 0, "name": name, "role": role, "model": "resnet18", "method": method,
                  "seed": seed, "checkpoint": null, "train": {"kl_reduction": reduction}},
-        "dataset": "cifar10", "eps": 8.0 / 255.0, "finished": true
+        "dataset": r.dataset, "eps": r.eps, "finished": true
     });
     std::fs::write(dir.join("cell.json"), cell.to_string()).unwrap();
     std::fs::write(dir.join(file), serde_json::to_string(r).unwrap()).unwrap();
@@ -1127,4 +1142,147 @@ fn best_only_and_blackbox_seeds_are_honoured() {
         "{:?}",
         rep.warnings
     );
+}
+
+/// An experiment folder never mixes what it should not: a student never distills an
+/// unfinished teacher, changed evaluation settings are refused rather than silently not
+/// applied, a damaged sweep is computed again, evaluation parts of other test images are not
+/// reused, and names and paths that would split or break the grid are refused or made one.
+#[test]
+fn experiment_folders_are_never_silently_mixed() {
+    use rslad::train::layout::EvalFile;
+    let root = temp_dir("never-mixed");
+    let (data_a, data_b) = (root.join("data-a"), root.join("data-b"));
+    std::fs::create_dir_all(&data_a).unwrap();
+    std::fs::create_dir_all(&data_b).unwrap();
+    fake_fashion(&data_a, 64, 16, false);
+    // Other training images shift the generator: other test images under the same ids.
+    fake_fashion(&data_b, 80, 16, false);
+    let text = |data: &Path, extra: &str, teacher: &str| {
+        format!(
+            "dataset = \"fashion-mnist\"\ndata_dir = \"{}\"\ntrain_limit = 64\ntest_limit = 16\n\
+             epochs = 1\neps = 0.1\nbatch_size = 32\nmilestones = []\nattack_steps = 2\n\
+             monitor_examples = 8\nattacks = \"fgsm\"\neval_examples = 16\neval_batch_size = 8\n\
+             eps_sweep = 2\n{extra}[teacher]\nmodel = \"CNN-Small\"\nmethod = \"natural\"\n\
+             {teacher}[[student]]\nmodel = \"cnn-small\"\nmethods = [\"rslad\"]\n",
+            data.display()
+        )
+    };
+    let cfg: ExperimentConfig = toml::from_str(&text(&data_a, "", "")).unwrap();
+    let out = root.join("out");
+    let cells = cfg.cells(&out).unwrap();
+    // However the file spells a model, it is one model: one cell name, one folder.
+    assert_eq!(cells[0].name, "teacher-cnn-small-natural");
+    let d = device();
+    let run =
+        |cfg: &ExperimentConfig, only| experiment::run(cfg, &out, only, &d, &mut Log::default());
+    run(&cfg, Some(0)).unwrap();
+    // The teacher's weights are there but its cell is not finished: the student waits.
+    let record = experiment::cell_layout(&out, &cells[0]).cell_record();
+    let kept = std::fs::read(&record).unwrap();
+    std::fs::remove_file(&record).unwrap();
+    let e = run(&cfg, Some(1)).unwrap_err().to_string();
+    assert!(e.contains("not trained yet"), "{e}");
+    assert!(!experiment::cell_dir(&out, &cells[1])
+        .join("state.json")
+        .exists());
+    std::fs::write(&record, kept).unwrap();
+    run(&cfg, None).unwrap();
+    // A damaged sweep makes the cell unfinished; running again computes it.
+    let sweep = experiment::cell_dir(&out, &cells[1]).join("sweep.json");
+    std::fs::write(&sweep, b"{}").unwrap();
+    assert!(!experiment::is_finished(&cfg, &out, &cells[1]));
+    run(&cfg, None).unwrap();
+    assert!(experiment::is_finished(&cfg, &out, &cells[1]));
+    // Another attack list would not reach the finished cells: refused, naming it.
+    let changed: ExperimentConfig = toml::from_str(
+        &text(&data_a, "", "").replace("attacks = \"fgsm\"", "attacks = \"fgsm,pgd-sat\""),
+    )
+    .unwrap();
+    let e = run(&changed, None).unwrap_err().to_string();
+    assert!(
+        e.contains("other evaluation settings") && e.contains("pgd-sat"),
+        "{e}"
+    );
+
+    // Parts of an interrupted evaluation on other test images are not reused: the student's
+    // weights as a given teacher checkpoint, evaluated on data B, with a part of data A
+    // planted where the evaluation's first part goes.
+    let student = experiment::cell_layout(&out, &cells[1]).best();
+    let given = format!("checkpoint = \"{}\"\n", student.display());
+    let cfg_b: ExperimentConfig = toml::from_str(&format!(
+        "dataset = \"fashion-mnist\"\ndata_dir = \"{}\"\neps = 0.1\nattacks = \"fgsm\"\n\
+         eval_examples = 16\neval_batch_size = 8\neps_sweep = 0\n[teacher]\nmodel = \"cnn-small\"\n\
+         {given}",
+        data_b.display()
+    ))
+    .unwrap();
+    let out_b = root.join("out-b");
+    let teacher_b = &cfg_b.cells(&out_b).unwrap()[0];
+    let part = rslad::train::RunLayout::new(&out_b)
+        .cell(&teacher_b.name)
+        .eval_part(EvalFile::Best, &experiment::parts_key("fgsm"), 0, 2);
+    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+    let eval = |data: &Path, json: &Path, shard: Option<&str>| {
+        let mut args = vec![
+            "eval".to_string(),
+            "--checkpoint".into(),
+            student.display().to_string(),
+            "--dataset".into(),
+            "fashion-mnist".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--attacks".into(),
+            "fgsm".into(),
+            "--eps".into(),
+            "0.1".into(),
+            "--n-examples".into(),
+            "16".into(),
+            "--batch-size".into(),
+            "8".into(),
+            "--no-sanity".into(),
+            "--json".into(),
+            json.display().to_string(),
+        ];
+        if let Some(s) = shard {
+            args.extend(["--shard".into(), s.into()]);
+        }
+        let (code, _, err) = rslad(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{err}");
+    };
+    eval(&data_a, &part, Some("0/2"));
+    experiment::run(&cfg_b, &out_b, None, &d, &mut Log::default()).unwrap();
+    let reference = root.join("reference-b.json");
+    eval(&data_b, &reference, None);
+    let read = |p: &Path| -> EvalResults {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let got = read(&experiment::cell_layout(&out_b, teacher_b).eval(EvalFile::Best));
+    let want = read(&reference);
+    assert_eq!(got.clean, want.clean);
+    assert_eq!(got.attacks[0].robust, want.attacks[0].robust);
+    assert_eq!(got.data_sha256, want.data_sha256);
+
+    // A comma in the surrogate's path would split the attack list that names it.
+    let with_surrogate: ExperimentConfig = toml::from_str(&format!(
+        "{}[surrogate]\nmodel = \"cnn-small\"\nmethod = \"natural\"\n",
+        text(&data_a, "", "")
+    ))
+    .unwrap();
+    let comma = root.join("a,b");
+    let cells = with_surrogate.cells(&comma).unwrap();
+    let e = experiment::check(&with_surrogate, &comma, &cells, &d)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("comma"), "{e}");
+    // Counts no experiment needs are refused before anything runs.
+    for (extra, needle) in [
+        ("eps_sweep = 1000000000\n", "at most 1000"),
+        ("square_queries = 1000000000000\n", "square_queries"),
+    ] {
+        let t = text(&data_a, "", "").replace("eps_sweep = 2\n", extra);
+        let cfg: ExperimentConfig = toml::from_str(&t).unwrap();
+        let e = cfg.cells(&out).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
 }

@@ -775,6 +775,7 @@ fn shard(ids: std::ops::Range<u64>, clean: &str, aa: &str, stages: &[&str]) -> E
         warnings: Vec::new(),
         seconds: 0.0,
         shard: None,
+        data_sha256: None,
     }
 }
 
@@ -1416,6 +1417,15 @@ fn bench_and_iad_settings_are_validated() {
     bench(&["--batch-size", "0"], "--batch-size");
     bench(&["--reps", "0"], "--reps");
     bench(&["--json", s(&data)], "--json");
+    // Counts no benchmark needs, refused before the first timed row.
+    bench(&["--reps", "1000000000000"], "at most 10000");
+    bench(&["--batch-size", "1000000000"], "at most 4096");
+    bench(&["--aa-steps", "0"], "--aa-steps");
+    bench(&["--model", "cnn-small,foo"], "foo");
+    let steps = root.join("steps");
+    let mut args = tiny_train(&data, &steps);
+    args.extend(["--method", "sat", "--attack-steps", "1000000000000"]);
+    refused(&args, "attack_steps");
     refused(
         &[
             "train",
@@ -1519,23 +1529,28 @@ fn outputs_never_replace_their_inputs() {
         let extra = ["--attacks", "none", "--n-examples", "4", "--json", s(json)];
         refused(&eval_args(&ckpt, &data, &extra), needle);
     };
-    run(&ckpt, "is the checkpoint being evaluated");
+    run(&ckpt, "is an input of this command");
     let labels = data.join("t10k-labels-idx1-ubyte");
     let labels_before = std::fs::read(&labels).unwrap();
-    run(&labels, "not a JSON file");
+    run(&labels, "exists and is not an rslad results file");
     assert_eq!(std::fs::read(&labels).unwrap(), labels_before);
+    // Nor a run's state, although it is JSON.
+    let state = root.join("state.json");
+    std::fs::write(&state, br#"{"epochs_done": 3}"#).unwrap();
+    run(&state, "exists and is not an rslad results file");
     // An earlier results file is replaced, as asked.
     let json = root.join("r.json");
-    std::fs::write(&json, b"{}").unwrap();
     let extra = ["--attacks", "none", "--n-examples", "4", "--json", s(&json)];
-    let (code, _, err) = rslad(&eval_args(&ckpt, &data, &extra));
-    assert_eq!(code, 0, "{err}");
+    for _ in 0..2 {
+        let (code, _, err) = rslad(&eval_args(&ckpt, &data, &extra));
+        assert_eq!(code, 0, "{err}");
+    }
     assert!(std::fs::read_to_string(&json)
         .unwrap()
         .contains("example_ids"));
     refused(
         &["export", "--checkpoint", s(&ckpt), "--out", s(&ckpt)],
-        "is the checkpoint being exported",
+        "is an input of this command",
     );
     let import = |out: &Path, needle: &str| {
         refused(
@@ -1553,7 +1568,9 @@ fn outputs_never_replace_their_inputs() {
             needle,
         )
     };
-    import(&ckpt, "is the file being imported");
+    import(&ckpt, "is an input of this command");
+    import(&labels, "exists and is not a safetensors file");
+    assert_eq!(std::fs::read(&labels).unwrap(), labels_before);
     // An rslad checkpoint needs no import: said so, not listed as 17 unexpected keys.
     let other = root.join("other.safetensors");
     import(&other, "already an rslad checkpoint");
@@ -1564,8 +1581,8 @@ fn outputs_never_replace_their_inputs() {
 #[test]
 fn shards_must_cover_the_test_set() {
     let (root, data, ckpt) = setup("shard-gaps");
-    let shard = |k: &str| -> PathBuf {
-        let json = root.join(format!("shard-{}.json", k.replace('/', "of")));
+    let shard = |data: &Path, k: &str, name: &str| -> PathBuf {
+        let json = root.join(format!("shard-{name}.json"));
         let extra = [
             "--attacks",
             "fgsm",
@@ -1578,11 +1595,21 @@ fn shards_must_cover_the_test_set() {
             "--json",
             s(&json),
         ];
-        let (code, _, err) = rslad(&eval_args(&ckpt, &data, &extra));
+        let (code, _, err) = rslad(&eval_args(&ckpt, data, &extra));
         assert_eq!(code, 0, "{err}");
         json
     };
-    let (a, b, c) = (shard("0/3"), shard("1/3"), shard("2/3"));
+    let (a, b, c) = (
+        shard(&data, "0/3", "a"),
+        shard(&data, "1/3", "b"),
+        shard(&data, "2/3", "c"),
+    );
+    // A shard of other test images (a data folder replaced between array jobs) never merges.
+    let other = root.join("other-data");
+    std::fs::create_dir_all(&other).unwrap();
+    fake_fashion(&other, 20, 8, false);
+    let b_other = shard(&other, "1/3", "b-other");
+    refused(&["report", s(&a), s(&b_other), s(&c)], "test images");
     let merged = root.join("merged.json");
     let e = refused(
         &["report", s(&a), s(&c), "--out", s(&merged)],
@@ -1591,6 +1618,10 @@ fn shards_must_cover_the_test_set() {
     assert!(e.contains("examples 2..=4"), "{e}");
     refused(&["report", s(&a), "--out", s(&merged)], "examples 2..=7");
     assert!(!merged.exists());
+    refused(
+        &["report", s(&a), s(&b), s(&c), "--out", s(&a)],
+        "is an input of this command",
+    );
     let (code, _, err) = rslad(&["report", s(&a), s(&b), s(&c), "--out", s(&merged)]);
     assert_eq!(code, 0, "{err}");
     let r: rslad::eval::EvalResults =
@@ -1636,11 +1667,18 @@ fn gzip_streams_are_read_whole_and_only_whole() {
     assert_eq!(got.images, want.images);
     // Data beyond what the header announces, in a member of its own or as garbage, is refused
     // as it is in a plain file.
-    for tail in [gz(&[7u8; 784]), b"garbage\n".to_vec()] {
+    for (tail, needle) in [
+        (gz(&[7u8; 784]), "more data after the header"),
+        (b"garbage\n".to_vec(), "not gzip"),
+    ] {
         let mut bytes = gz(&plain);
         bytes.extend(&tail);
         std::fs::write(&path, &bytes).unwrap();
         let e = load().unwrap_err().to_string();
-        assert!(e.contains("t10k-images-idx3-ubyte.gz"), "{e}");
+        assert!(
+            e.contains("t10k-images-idx3-ubyte.gz") && e.contains(needle),
+            "{e}"
+        );
+        assert!(!e.contains("truncated"), "{e}");
     }
 }

@@ -25,7 +25,7 @@ use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 use std::path::PathBuf;
 
-pub use parse::{parse_list, AttackOptions};
+pub use parse::{parse_list, AttackOptions, MAX_COUNT};
 pub use pgd::{Pgd, Preset, TRADES_STEP_RATIO};
 pub use registry::PAPER;
 

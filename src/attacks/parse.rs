@@ -101,7 +101,7 @@ fn parse_one(item: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>>, At
 /// The largest step, restart, target or query count an attack list may give: 100x the
 /// largest any reference setting uses (Square's 5000 queries), far below where the attacks'
 /// arithmetic on counts could overflow.
-const MAX_COUNT: u64 = 1_000_000;
+pub const MAX_COUNT: u64 = 1_000_000;
 
 /// A parsed option value.
 enum Value {

@@ -241,11 +241,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.reps == 0 {
         anyhow::bail!("--reps 0 times nothing; give at least 1");
     }
-    if let Some(p) = args.json.as_ref().filter(|p| p.is_dir()) {
-        anyhow::bail!(
-            "--json {}: is a directory; give the results file's path",
-            p.display()
-        );
+    // Beyond these a row would run for days or allocate more than any machine holds.
+    if args.reps > 10_000 {
+        anyhow::bail!("--reps {}: at most 10000 (a typo?)", args.reps);
+    }
+    if let Some(b) = args.batch_size.filter(|&b| b > 4096) {
+        anyhow::bail!("--batch-size {b}: at most 4096 (a typo?)");
+    }
+    if let Some(p) = &args.json {
+        let inputs: Vec<&std::path::Path> =
+            args.eval_checkpoint.iter().map(|c| c.as_path()).collect();
+        super::output::check("--json", p, &inputs, super::output::Kind::Json)?;
     }
     let device = rslad::backend::default_device();
     let models = if args.model.is_empty() {

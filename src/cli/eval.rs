@@ -52,14 +52,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         Some(e) => rslad::units::parse_eps(e).map_err(anyhow::Error::msg)?,
         None => kind.default_eps(),
     };
-    if let Some(p) = args.json.as_ref().filter(|p| p.is_dir()) {
-        bail!(
-            "--json {}: is a directory; give the results file's path",
-            p.display()
-        );
-    }
     if let Some(p) = &args.json {
-        check_json_target(p, &args.checkpoint)?;
+        let inputs = [args.checkpoint.as_path()];
+        super::output::check("--json", p, &inputs, super::output::Kind::EvalResults)?;
     }
     if args.batch_size == 0 {
         bail!("--batch-size 0: the batch size must be at least 1");
@@ -119,28 +114,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         rslad::io::write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}", path.display()))?;
         eprintln!("results written to {}", path.display());
-    }
-    Ok(())
-}
-
-/// `--json` may replace an earlier results file, never the checkpoint or any other file that
-/// is not JSON (a slip of the shell's completion would destroy it).
-fn check_json_target(json: &std::path::Path, checkpoint: &std::path::Path) -> anyhow::Result<()> {
-    if rslad::io::same_file(json, checkpoint) {
-        bail!(
-            "--json {}: is the checkpoint being evaluated; give the results file's path",
-            json.display()
-        );
-    }
-    if json.is_file() {
-        let text = std::fs::read(json).with_context(|| format!("--json {}", json.display()))?;
-        if serde_json::from_slice::<serde_json::Value>(&text).is_err() {
-            bail!(
-                "--json {}: exists and is not a JSON file; refusing to overwrite it (remove it \
-                 first if it is meant to go)",
-                json.display()
-            );
-        }
     }
     Ok(())
 }

@@ -41,7 +41,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     if args.list_cells {
         // A cluster lists the cells first: a bad file fails here, not in every array job. A
         // given checkpoint may still be on its way (copied in before the jobs start).
-        match experiment::check(&cfg, &cells, &device) {
+        match experiment::check(&cfg, &out, &cells, &device) {
             Err(e @ experiment::ExperimentError::MissingCheckpoint { .. }) => {
                 eprintln!("warning: {e}; the cells that need it will fail until it is there")
             }

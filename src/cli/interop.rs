@@ -39,12 +39,13 @@ pub struct ImportArgs {
 
 pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let device = rslad::backend::default_device();
-    if rslad::io::same_file(&args.out, &args.from) {
-        bail!(
-            "--out {}: is the file being imported (--from); give another path",
-            args.out.display()
-        );
-    }
+    let inputs = [args.from.as_path()];
+    super::output::check(
+        "--out",
+        &args.out,
+        &inputs,
+        super::output::Kind::Safetensors,
+    )?;
     if args.verify_examples == Some(0) {
         bail!("--verify-examples 0 verifies nothing; give at least 1 (or leave it out for all)");
     }
@@ -118,12 +119,11 @@ pub struct ExportArgs {
 
 pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
     let device = rslad::backend::default_device();
-    if rslad::io::same_file(&args.out, &args.checkpoint) {
-        bail!(
-            "--out {}: is the checkpoint being exported; give another path",
-            args.out.display()
-        );
-    }
+    let kind = match args.format.as_str() {
+        "onnx" => super::output::Kind::Onnx,
+        _ => super::output::Kind::Safetensors,
+    };
+    super::output::check("--out", &args.out, &[args.checkpoint.as_path()], kind)?;
     let model = rslad::models::load_model(&args.checkpoint, &device, None)?;
     let layout: Option<Layout> = args.layout.as_deref().map(str::parse).transpose()?;
     match args.format.as_str() {

@@ -7,6 +7,7 @@ mod eval;
 mod experiment;
 mod interop;
 mod models;
+mod output;
 mod progress;
 mod report;
 mod train;

@@ -32,6 +32,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("{}: not an rslad eval result", p.display()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some(out) = &args.out {
+            let inputs: Vec<&std::path::Path> = args.inputs.iter().map(|p| p.as_path()).collect();
+            super::output::check("--out", out, &inputs, super::output::Kind::EvalResults)?;
+        }
         let merged = rslad::eval::merge_shards(shards)?;
         super::eval::print_table(&merged);
         if let Some(out) = &args.out {

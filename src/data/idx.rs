@@ -202,7 +202,7 @@ fn read_idx(
     let mut data = Vec::with_capacity(if gz { expected.min(1 << 26) } else { expected });
     reader
         .by_ref()
-        .take(expected as u64 + 1)
+        .take(expected as u64)
         .read_to_end(&mut data)
         .map_err(damaged)?;
     if data.len() < expected {
@@ -214,14 +214,21 @@ fn read_idx(
             ),
         });
     }
-    if data.len() > expected {
-        return Err(DataError::Format {
-            path: path.to_path_buf(),
-            expected: "IDX",
-            detail: format!(
-                "more data after the header than its dimensions {dims:?} need ({expected} bytes)"
-            ),
-        });
+    // Anything after the announced data (more data, or bytes that are not gzip after the
+    // last gzip member) means the file is not what its header says.
+    let more = |detail: String| DataError::Format {
+        path: path.to_path_buf(),
+        expected: "IDX",
+        detail,
+    };
+    match reader.read(&mut [0u8; 1]) {
+        Ok(0) => Ok((dims, data)),
+        Ok(_) => Err(more(format!(
+            "more data after the header than its dimensions {dims:?} need ({expected} bytes)"
+        ))),
+        Err(e) if gz && e.kind() != std::io::ErrorKind::OutOfMemory => Err(more(format!(
+            "the data its header announces is followed by bytes that are not gzip ({e})"
+        ))),
+        Err(e) => Err(DataError::io(path, e)),
     }
-    Ok((dims, data))
 }

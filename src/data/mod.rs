@@ -175,6 +175,12 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// SHA-256 of the images and labels: which examples an evaluation's ids name (a data
+    /// folder replaced by another holds other images under the same ids).
+    pub fn sha256(&self) -> String {
+        crate::io::sha256_bytes(&[&self.images, &self.labels])
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }

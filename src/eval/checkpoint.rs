@@ -108,6 +108,7 @@ pub enum EvalError {
 pub struct PreparedEval {
     request: EvalRequest,
     model: Model,
+    data_sha256: String,
     data: Dataset,
     first_id: usize,
     test_len: usize,
@@ -138,6 +139,7 @@ pub fn prepare(request: EvalRequest, device: &Device) -> Result<PreparedEval, Ev
         request.n_examples,
     )?;
     let test_len = test.len();
+    let data_sha256 = test.sha256();
     let (first_id, data) = match request.shard {
         Some(shard) => {
             let (a, b) = shard.range(test_len);
@@ -155,6 +157,7 @@ pub fn prepare(request: EvalRequest, device: &Device) -> Result<PreparedEval, Ev
     Ok(PreparedEval {
         request,
         model,
+        data_sha256,
         data,
         first_id,
         test_len,
@@ -209,6 +212,7 @@ impl PreparedEval {
             count: s.count,
             test_examples: self.test_len,
         });
+        results.data_sha256 = Some(self.data_sha256);
         results.checkpoint = Some(path.display().to_string());
         results.checkpoint_sha256 =
             Some(

@@ -93,6 +93,7 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeEr
     let first = shards[0].clone();
     for s in &shards[1..] {
         let same = s.checkpoint_sha256 == first.checkpoint_sha256
+            && same_data(s, &first)
             && s.eps == first.eps
             && s.seed == first.seed
             && s.attacks
@@ -103,6 +104,9 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeEr
             let mut differ = Vec::new();
             if s.checkpoint_sha256 != first.checkpoint_sha256 {
                 differ.push("checkpoint (SHA-256)".to_string());
+            }
+            if !same_data(s, &first) {
+                differ.push("test images (SHA-256 of the data)".to_string());
             }
             if s.eps != first.eps {
                 differ.push(format!("eps ({} vs {})", first.eps, s.eps));
@@ -224,6 +228,7 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeEr
         warnings: Vec::new(),
         seconds: shards.iter().map(|s| s.seconds).sum(),
         shard: None,
+        data_sha256: shards.iter().find_map(|s| s.data_sha256.clone()),
         ..first
     };
     merged.warnings = crate::eval::consistency_warnings(&merged);
@@ -240,6 +245,15 @@ pub fn merge_shards(mut shards: Vec<EvalResults>) -> Result<EvalResults, MergeEr
         }
     }
     Ok(merged)
+}
+
+/// Whether two results are on the same test images, as far as they recorded them (files
+/// written before the data's hash was recorded are taken at their word).
+pub fn same_data(a: &EvalResults, b: &EvalResults) -> bool {
+    match (&a.data_sha256, &b.data_sha256) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
 }
 
 /// The shard records of `shards` (those written before shards recorded theirs have none).

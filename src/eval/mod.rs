@@ -111,6 +111,10 @@ pub struct EvalResults {
     /// written before shards recorded it): merging checks that no piece is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardRecord>,
+    /// SHA-256 of the test examples the ids index (all of the request's, before sharding):
+    /// parts and shards of other images never merge (absent in files written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
 }
 
 /// A shard's place: piece `index` of `count` of the first `test_examples` test images.
@@ -413,6 +417,7 @@ pub fn evaluate_classifier(
         warnings,
         seconds: 0.0,
         shard: None,
+        data_sha256: None,
     };
     out.warnings.extend(consistency_warnings(&out));
     if cfg.sanity_checks && !data.is_empty() {

@@ -8,10 +8,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The most points a robust-accuracy-against-eps sweep may have: each is a PGD evaluation.
+const MAX_SWEEP: usize = 1000;
+
 /// A model to train (or a checkpoint to use) for the teacher or the surrogate.
 /// Unknown keys are an error that names them (the settings layer refuses them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelRun {
+    #[serde(deserialize_with = "canonical_model")]
     pub model: String,
     #[serde(default = "default_teacher_method")]
     pub method: String,
@@ -23,6 +27,16 @@ pub struct ModelRun {
     pub train: TrainOverrides,
 }
 
+/// A model name as the file gives it, spelled canonically when it names a known model
+/// (`CNN-Small` is `cnn-small`): one model is one cell and one folder, however it is written.
+/// An unknown name is kept, for the grid's check to name it.
+fn canonical_model<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let given = String::deserialize(d)?;
+    Ok(given
+        .parse::<crate::models::Arch>()
+        .map_or(given, |arch| arch.to_string()))
+}
+
 fn default_teacher_method() -> String {
     "sat".into()
 }
@@ -30,6 +44,7 @@ fn default_teacher_method() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Students {
+    #[serde(deserialize_with = "canonical_model")]
     pub model: String,
     /// Method names, optionally with a KL reduction: `rslad`, `rslad:batchmean`, `ard:official`.
     pub methods: Vec<String>,
@@ -108,6 +123,13 @@ pub enum GridError {
     NoMethods { model: String },
     #[error("eps_sweep = 1: a sweep over [0, 2 eps] needs at least 2 points (0 turns it off)")]
     OnePointSweep,
+    #[error("eps_sweep = {points}: at most {MAX_SWEEP} points (a typo?)")]
+    LongSweep { points: usize },
+    #[error(
+        "square_queries = {queries}: at most {} (a typo?): Square's reference budget is 5000",
+        crate::attacks::MAX_COUNT
+    )]
+    TooManyQueries { queries: usize },
     #[error("blackbox_seeds has seed {seed}, which is not in seeds {seeds:?}")]
     BlackboxSeed { seed: u64, seeds: Vec<u64> },
     #[error(
@@ -174,6 +196,17 @@ pub enum Role {
     Teacher,
     Surrogate,
     Student,
+}
+
+/// As the experiment file and the cell records spell it.
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Teacher => "teacher",
+            Role::Surrogate => "surrogate",
+            Role::Student => "student",
+        })
+    }
 }
 
 /// One unit of work: a training run (or a given checkpoint) and its evaluations.
@@ -327,8 +360,16 @@ impl ExperimentConfig {
                 return Err(GridError::BlackboxSeed { seed, seeds });
             }
         }
-        if self.eps_sweep == Some(1) {
-            return Err(GridError::OnePointSweep);
+        match self.eps_sweep {
+            Some(1) => return Err(GridError::OnePointSweep),
+            Some(n) if n > MAX_SWEEP => return Err(GridError::LongSweep { points: n }),
+            _ => {}
+        }
+        if let Some(q) = self
+            .square_queries
+            .filter(|&q| q as u64 > crate::attacks::MAX_COUNT)
+        {
+            return Err(GridError::TooManyQueries { queries: q });
         }
         let teacher_ckpt = self.teacher_checkpoint(out);
         for s in &self.student {

@@ -21,11 +21,11 @@ pub enum ExperimentError {
         source: std::io::Error,
     },
     #[error(
-        "{}: the {role:?} checkpoint given in the experiment file is missing",
+        "{}: the {role} checkpoint given in the experiment file is missing",
         path.display()
     )]
     MissingCheckpoint { path: PathBuf, role: Role },
-    #[error("the {role:?} checkpoint given in the experiment file: {source}")]
+    #[error("the {role} checkpoint given in the experiment file: {source}")]
     GivenCheckpoint {
         role: Role,
         #[source]
@@ -83,6 +83,20 @@ pub enum ExperimentError {
         lock.display()
     )]
     InUse { cell: String, lock: PathBuf },
+    #[error(
+        "{} holds cells evaluated with other evaluation settings ({}); they would not be \
+         evaluated again: restore the settings, or run the changed experiment into another \
+         folder (--out)",
+        out.display(),
+        changes.join(", ")
+    )]
+    EvaluationChanged { out: PathBuf, changes: Vec<String> },
+    #[error(
+        "{}: the surrogate's path holds a comma, which an attack list cannot carry; choose an \
+         output folder (--out) or surrogate checkpoint path without one",
+        path.display()
+    )]
+    CommaInPath { path: PathBuf },
     #[error("there is no cell {index}: the experiment has cells 0..{count}")]
     NoSuchCell { index: usize, count: usize },
     #[error("the experiment settings cannot be recorded as TOML: {0}")]
@@ -167,6 +181,47 @@ fn check_before_running(
     Ok(())
 }
 
+/// The evaluation settings finished cells were evaluated with (recorded in `experiment.toml`)
+/// must still be the file's: a changed attack list, image count or sweep would not reach
+/// those cells, and the report would mix both under one heading.
+fn refuse_changed_evaluation(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    cells: &[Cell],
+) -> Result<(), ExperimentError> {
+    let path = RunLayout::new(out).experiment_config();
+    let Ok(old) = ExperimentConfig::from_file(&path) else {
+        return Ok(());
+    };
+    let words = |c: &ExperimentConfig| {
+        [
+            ("attacks", format!("{:?}", c.attacks)),
+            ("eval_examples", format!("{:?}", c.eval_examples)),
+            ("square_queries", format!("{:?}", c.square_queries)),
+            ("eps_sweep", format!("{:?}", c.eps_sweep)),
+        ]
+    };
+    let changes: Vec<String> = words(&old)
+        .into_iter()
+        .zip(words(cfg))
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|((key, a), (_, b))| format!("{key}: {a} -> {b}"))
+        .collect();
+    let finished = cells.iter().any(|c| {
+        std::fs::read_to_string(cell_layout(out, c).cell_record())
+            .ok()
+            .and_then(|t| serde_json::from_str::<crate::experiment::CellRecord>(&t).ok())
+            .is_some_and(|r| r.finished)
+    });
+    if changes.is_empty() || !finished {
+        return Ok(());
+    }
+    Err(ExperimentError::EvaluationChanged {
+        out: out.to_path_buf(),
+        changes,
+    })
+}
+
 /// A cell finished with other settings is an error, never silently reused or retrained.
 fn refuse_changed(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> Result<(), ExperimentError> {
     match cell_state(cfg, out, cell) {
@@ -199,6 +254,9 @@ pub fn run_cell(
         })?;
     let eps = cfg.eps().map_err(ExperimentError::Config)?;
     let kind = cfg.kind().map_err(ExperimentError::Config)?;
+    if cell.train.teacher.is_some() {
+        check_finished(cfg, out, cell, Role::Teacher)?;
+    }
     let checkpoints = train_or_take(cell, &layout, device, observer)?;
     for job in eval_jobs(cfg, out, cell, &checkpoints) {
         let path = layout.eval(job.file);
@@ -206,7 +264,7 @@ pub fn run_cell(
             continue;
         }
         if job.file == EvalFile::BlackBoxBest {
-            check_surrogate_finished(cfg, out, cell)?;
+            check_finished(cfg, out, cell, Role::Surrogate)?;
         }
         let r = match same_weights_result(&layout, job.file, &job.checkpoint) {
             Some(r) => {
@@ -345,13 +403,12 @@ fn sweep(
     device: &burn::prelude::Device,
     observer: &mut dyn Observer,
 ) -> Result<(), ExperimentError> {
-    let points = if cell.role == Role::Surrogate {
-        0
-    } else {
-        cfg.eps_sweep.unwrap_or(9)
-    };
+    let points = sweep_points(cfg, cell);
     let path = layout.sweep();
-    if points <= 1 || path.is_file() {
+    // A sweep file that does not read as this many points (damaged, or of another setting)
+    // is computed again.
+    let done = read_sweep(&path).is_some_and(|s| s.len() == points);
+    if points <= 1 || done {
         return Ok(());
     }
     observer.message(&format!("{}: robust accuracy against eps", cell.name));
@@ -373,6 +430,19 @@ fn sweep(
         });
     }
     write_json(&path, &sweep)
+}
+
+/// Points of the cell's robust-accuracy-against-eps sweep (the surrogate gets none).
+fn sweep_points(cfg: &ExperimentConfig, cell: &Cell) -> usize {
+    if cell.role == Role::Surrogate {
+        0
+    } else {
+        cfg.eps_sweep.unwrap_or(9)
+    }
+}
+
+fn read_sweep(path: &Path) -> Option<Sweep> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
 fn read_results(path: &Path) -> Option<EvalResults> {
@@ -433,27 +503,35 @@ pub(crate) fn results_intact(cfg: &ExperimentConfig, out: &Path, cell: &Cell) ->
             last: layout.last(),
         },
     };
-    eval_jobs(cfg, out, cell, &checkpoints)
-        .iter()
-        .all(|job| read_results(&layout.eval(job.file)).is_some())
+    let points = sweep_points(cfg, cell);
+    let sweep_done = points <= 1 || read_sweep(&layout.sweep()).is_some_and(|s| s.len() == points);
+    sweep_done
+        && eval_jobs(cfg, out, cell, &checkpoints)
+            .iter()
+            .all(|job| read_results(&layout.eval(job.file)).is_some())
 }
 
-/// Transfer attacks craft on the surrogate's final weights: a surrogate cell still training
-/// (run by another process) has only an earlier epoch's best checkpoint, or none. A given
-/// surrogate checkpoint is final.
-fn check_surrogate_finished(
+/// Students distill the teacher's final weights and transfer attacks craft on the
+/// surrogate's: a teacher or surrogate cell still training (run by another process) has only
+/// an earlier epoch's best checkpoint, or none. A given checkpoint is final.
+fn check_finished(
     cfg: &ExperimentConfig,
     out: &Path,
     cell: &Cell,
+    role: Role,
 ) -> Result<(), ExperimentError> {
     let cells = cfg.cells(out)?;
-    match cells.iter().find(|c| c.role == Role::Surrogate) {
-        Some(s) if s.checkpoint.is_none() && !is_finished(cfg, out, s) => {
-            Err(ExperimentError::SurrogateNotTrained {
+    match cells.iter().find(|c| c.role == role) {
+        Some(s) if s.checkpoint.is_none() && !is_finished(cfg, out, s) => match role {
+            Role::Surrogate => Err(ExperimentError::SurrogateNotTrained {
                 cell: cell.name.clone(),
                 surrogate: format!("{} ({})", s.index, s.name),
-            })
-        }
+            }),
+            _ => Err(ExperimentError::TeacherNotTrained {
+                cell: cell.name.clone(),
+                teacher: cell_dir(out, s),
+            }),
+        },
         _ => Ok(()),
     }
 }
@@ -510,14 +588,14 @@ fn evaluate_in_parts(
     // The parts are named by their share of the images that exist: a test set smaller than
     // eval_examples is evaluated whole (as `rslad eval` does), and its parts still resume.
     let wanted = cfg.eval_examples.unwrap_or(1000);
-    let n = crate::data::load(
+    let test = crate::data::load(
         kind,
         cfg.data_dir.as_deref(),
         crate::data::Split::Test,
         Some(wanted),
     )
-    .map_err(|e| eval_err(EvalError::Data(e)))?
-    .len();
+    .map_err(|e| eval_err(EvalError::Data(e)))?;
+    let (n, data) = (test.len(), test.sha256());
     if n < wanted {
         observer.message(&format!(
             "{}: the test set has {n} images, fewer than eval_examples = {wanted}: evaluating \
@@ -534,7 +612,9 @@ fn evaluate_in_parts(
     for index in 0..count {
         let path = layout.eval_part(job.file, &parts_key(&job.attacks), index, count);
         let shard = Shard { index, count };
-        if let Some(done) = finished_part(&path, &hash, job.surrogate.as_deref(), eps, shard, n) {
+        let done = finished_part(&path, &hash, job.surrogate.as_deref(), eps, shard, n)
+            .filter(|p| p.data_sha256.as_ref().is_none_or(|h| *h == data));
+        if let Some(done) = done {
             parts.push(done);
             continue;
         }
@@ -651,10 +731,18 @@ fn eval_request(
 /// the attack list and the given checkpoints (`--list-cells` checks these too).
 pub fn check(
     cfg: &ExperimentConfig,
+    out: &Path,
     cells: &[Cell],
     device: &burn::prelude::Device,
 ) -> Result<(), ExperimentError> {
     cfg.validate(cells).map_err(ExperimentError::Config)?;
+    // The transfer attacks name the surrogate inside an attack list, whose items a comma
+    // separates.
+    if let Some(s) = cfg.surrogate_checkpoint(out) {
+        if s.to_string_lossy().contains(',') {
+            return Err(ExperimentError::CommaInPath { path: s });
+        }
+    }
     check_before_running(cfg, cells, device)
 }
 
@@ -668,7 +756,7 @@ pub fn prepare(
     device: &burn::prelude::Device,
 ) -> Result<Vec<Cell>, ExperimentError> {
     let cells = cfg.cells(out).map_err(ExperimentError::Config)?;
-    check(cfg, &cells, device)?;
+    check(cfg, out, &cells, device)?;
     let only = match only {
         Some(i) => Some(cells.get(i).ok_or(ExperimentError::NoSuchCell {
             index: i,
@@ -682,6 +770,7 @@ pub fn prepare(
     for cell in only.map_or(&cells[..], std::slice::from_ref) {
         refuse_changed(cfg, out, cell)?;
     }
+    refuse_changed_evaluation(cfg, out, &cells)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let recorded = toml::to_string(cfg)?;
     let path = RunLayout::new(out).experiment_config();
@@ -755,6 +844,7 @@ mod tests {
             warnings: Vec::new(),
             seconds: 1.0,
             shard: None,
+            data_sha256: None,
         };
         std::fs::write(
             layout.eval(EvalFile::Best),

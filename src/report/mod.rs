@@ -106,12 +106,8 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-/// [`read_json`] for a file that may be absent (a cell not run yet); a file that is there but
-/// cannot be read is a warning, never a silently missing row.
+/// A JSON file that may be absent (a cell not run yet); a file that is there but cannot be
+/// read is a warning, never a silently missing row.
 fn read_json_or_warn<T: for<'de> Deserialize<'de>>(
     path: &Path,
     warnings: &mut Vec<String>,
@@ -185,6 +181,9 @@ type CellGroups = BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, Cell
 pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     let mut groups: CellGroups = BTreeMap::new();
     let mut warnings = Vec::new();
+    // The first cell or results file read: every other one must be on its dataset and eps
+    // (checked on every cell, before a seed found in two folders keeps only the first).
+    let mut setting: Option<(PathBuf, String, f64)> = None;
     let (mut unfinished, mut grid_cells) = (Vec::new(), 0);
     for dir in dirs {
         if let Some(names) = unfinished_cells(dir, &mut warnings) {
@@ -221,6 +220,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
                 ));
                 continue;
             }
+            same_setting(&mut setting, &cell.cell_record(), (&rec.dataset, rec.eps))?;
             let order = match rec.cell.role {
                 crate::experiment::Role::Teacher => 0,
                 crate::experiment::Role::Surrogate => 1,
@@ -235,7 +235,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
                     order,
                     rec.cell.model.clone(),
                     method,
-                    format!("{:?}", rec.cell.role).to_lowercase(),
+                    rec.cell.role.to_string(),
                 ))
                 .or_default()
                 .push((rec.cell.seed, e.path(), rec));
@@ -248,8 +248,6 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
         ..Report::default()
     };
     let mut for_stats = Vec::new();
-    // The first results file read: every other one must be on its dataset and eps.
-    let mut setting: Option<(PathBuf, String, f64)> = None;
     for ((_, model, method, role), members) in groups.iter_mut() {
         // Seed order, not directory order: "the first seed" is then seed order's first.
         members.sort_by_key(|m| m.0);
@@ -268,7 +266,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
             for (s, p, _) in members.iter() {
                 let path = RunLayout::new(p).eval(file);
                 if let Some(r) = read_results(&path, &mut report.warnings) {
-                    same_setting(&mut setting, &path, &r)?;
+                    same_setting(&mut setting, &path, (&r.dataset, r.eps))?;
                     read.push((*s, r));
                 }
             }
@@ -333,7 +331,9 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
         if !metrics.is_empty() {
             report.curves.push((model.clone(), method.clone(), metrics));
         }
-        if let Some(sweep) = read_json::<crate::train::layout::Sweep>(&first.sweep()) {
+        let sweep =
+            read_json_or_warn::<crate::train::layout::Sweep>(&first.sweep(), &mut report.warnings);
+        if let Some(sweep) = sweep.filter(|s| !s.is_empty()) {
             let pts = sweep.iter().map(|p| (p.eps, p.robust_accuracy)).collect();
             report.sweeps.push((model.clone(), method.clone(), pts));
         }
@@ -349,18 +349,18 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
 fn same_setting(
     setting: &mut Option<(PathBuf, String, f64)>,
     path: &Path,
-    r: &EvalResults,
+    (dataset, eps): (&str, f64),
 ) -> Result<(), ReportError> {
     match setting {
-        None => *setting = Some((path.to_path_buf(), r.dataset.clone(), r.eps)),
-        Some((first, dataset, eps)) if *dataset != r.dataset || (*eps - r.eps).abs() > 1e-9 => {
+        None => *setting = Some((path.to_path_buf(), dataset.to_string(), eps)),
+        Some((first, d, e)) if d != dataset || (*e - eps).abs() > 1e-9 => {
             return Err(ReportError::Mixed {
                 first: first.clone(),
-                first_dataset: dataset.clone(),
-                first_eps: *eps,
+                first_dataset: d.clone(),
+                first_eps: *e,
                 other: path.to_path_buf(),
-                other_dataset: r.dataset.clone(),
-                other_eps: r.eps,
+                other_dataset: dataset.to_string(),
+                other_eps: eps,
             })
         }
         Some(_) => {}

@@ -699,6 +699,16 @@ impl TrainConfig {
                 m.attack_steps,
                 &format!(" (method {} trains against an attack)", m.name),
             )?;
+            if m.attack_steps as u64 > crate::attacks::MAX_COUNT {
+                return Err(ConfigError::Invalid {
+                    key: "attack_steps",
+                    value: m.attack_steps.to_string(),
+                    want: format!(
+                        "at most {} (a typo?): no attack needs that many",
+                        crate::attacks::MAX_COUNT
+                    ),
+                });
+            }
             finite(
                 "attack_step_size",
                 m.attack_step_size,

@@ -1,0 +1,85 @@
+//! Output paths a command may write: an earlier output of the same kind, never one of the
+//! command's own inputs or a file of another kind (a slip of the shell's completion would
+//! destroy a checkpoint, a data file or a run's state).
+
+use anyhow::bail;
+use std::io::Read;
+use std::path::Path;
+
+/// What an existing file at the output path must already be to be replaced.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// An `rslad eval` results file (or merged shards).
+    EvalResults,
+    /// Any JSON document (`rslad bench --json`).
+    Json,
+    /// A safetensors file.
+    Safetensors,
+    /// A file named `.onnx`.
+    Onnx,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::EvalResults => "an rslad results file",
+            Kind::Json => "a JSON file",
+            Kind::Safetensors => "a safetensors file",
+            Kind::Onnx => "an .onnx file",
+        }
+    }
+
+    fn holds(self, path: &Path) -> bool {
+        let json = |p: &Path| std::fs::read(p).ok();
+        match self {
+            Kind::EvalResults => json(path)
+                .is_some_and(|b| serde_json::from_slice::<rslad::eval::EvalResults>(&b).is_ok()),
+            Kind::Json => {
+                json(path).is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok())
+            }
+            Kind::Safetensors => safetensors_header(path),
+            Kind::Onnx => path.extension().is_some_and(|e| e == "onnx"),
+        }
+    }
+}
+
+/// Whether `path` starts with a safetensors header (its length, then a JSON object).
+fn safetensors_header(path: &Path) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut len = [0u8; 8];
+    if f.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return false;
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).is_ok()
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&header).is_ok()
+}
+
+/// Refuses `out` (given as `flag`) when it is a directory, one of `inputs`, or an existing
+/// file that is not of `kind`.
+pub fn check(flag: &str, out: &Path, inputs: &[&Path], kind: Kind) -> anyhow::Result<()> {
+    let shown = out.display();
+    if out.is_dir() {
+        bail!("{flag} {shown}: is a directory; give a file's path");
+    }
+    if let Some(input) = inputs.iter().find(|i| rslad::io::same_file(out, i)) {
+        bail!(
+            "{flag} {shown}: is an input of this command ({}); give another path",
+            input.display()
+        );
+    }
+    if out.exists() && !kind.holds(out) {
+        bail!(
+            "{flag} {shown}: exists and is not {}; refusing to overwrite it (remove it first if \
+             it is meant to go)",
+            kind.name()
+        );
+    }
+    Ok(())
+}

@@ -92,8 +92,6 @@ pub fn copy_atomic(from: &Path, to: &Path) -> std::io::Result<()> {
     write_atomic(to, &bytes)
 }
 
-/// [`sha256_file`], computed once per process for a file whose length and modification time
-/// stay the same (a teacher or surrogate is asked for once per cell of an experiment).
 /// Whether `a` and `b` name the same existing file (through links, `..` or another
 /// spelling): an output given as one of its own inputs would destroy it.
 pub fn same_file(a: &Path, b: &Path) -> bool {
@@ -115,10 +113,26 @@ pub fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        // Some shared file systems (Lustre without `flock`, NFS without a lock daemon) have no
+        // locks: the work goes on unguarded rather than not at all.
+        Err(std::fs::TryLockError::Error(e)) if locks_unsupported(&e) => {
+            tracing::warn!(
+                "{}: this file system does not support file locks ({e}); going on without one",
+                path.display()
+            );
+            Ok(Some(file))
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
+/// ENOSYS, ENOLCK, EOPNOTSUPP (Linux numbers) or an unsupported operation.
+fn locks_unsupported(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported || matches!(e.raw_os_error(), Some(38 | 37 | 95))
+}
+
+/// [`sha256_file`], computed once per process for a file whose length and modification time
+/// stay the same (a teacher or surrogate is asked for once per cell of an experiment).
 pub fn sha256_file_memo(path: &Path) -> std::io::Result<String> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};

@@ -741,6 +741,11 @@ fn empty_grid_settings_are_refused() {
         let e = cfg.cells(Path::new("/tmp/unused")).unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
+    // One model under two spellings is one model listed twice.
+    let twice = format!("{base}[[student]]\nmodel = \"CNN-Small\"\nmethods = [\"natural\"]\n");
+    let cfg: ExperimentConfig = toml::from_str(&twice).unwrap();
+    let e = cfg.cells(Path::new("/tmp/unused")).unwrap_err().to_string();
+    assert!(e.contains("two spellings"), "{e}");
     // Leaving seeds out still means seed 0.
     let cfg: ExperimentConfig = toml::from_str(base).unwrap();
     let cells = cfg.cells(Path::new("/tmp/unused")).unwrap();
@@ -770,6 +775,10 @@ fn report_refuses_mixed_settings_and_shows_every_column() {
         "eval-best.json",
         &r,
     );
+    // A record that spells the dataset as an experiment file may (`cifar-10`) is the same.
+    let record = a.join("cells").join("resnet18-sat-s0").join("cell.json");
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(&record, text.replace("\"cifar10\"", "\"cifar-10\"")).unwrap();
     let rep = report::collect(std::slice::from_ref(&a)).unwrap();
     let md = report::markdown(&rep);
     assert!(md.contains("| AA | PGD-3 |"), "{md}");
@@ -798,7 +807,7 @@ fn report_refuses_mixed_settings_and_shows_every_column() {
     let e = report::collect(&[a.clone(), b.clone()])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("cifar100") && e.contains("cifar10 "), "{e}");
+    assert!(e.contains("cifar100") && e.contains("separately"), "{e}");
     // The same cell (model, method, seed) in both folders: the second is not just dropped.
     write_cell(
         &b,
@@ -1171,8 +1180,8 @@ fn experiment_folders_are_never_silently_mixed() {
     let cfg: ExperimentConfig = toml::from_str(&text(&data_a, "", "")).unwrap();
     let out = root.join("out");
     let cells = cfg.cells(&out).unwrap();
-    // However the file spells a model, it is one model: one cell name, one folder.
-    assert_eq!(cells[0].name, "teacher-cnn-small-natural");
+    // A model's cells keep the spelling the file gives (renaming would orphan its folders).
+    assert_eq!(cells[0].name, "teacher-CNN-Small-natural");
     let d = device();
     let run =
         |cfg: &ExperimentConfig, only| experiment::run(cfg, &out, only, &d, &mut Log::default());
@@ -1182,7 +1191,7 @@ fn experiment_folders_are_never_silently_mixed() {
     let kept = std::fs::read(&record).unwrap();
     std::fs::remove_file(&record).unwrap();
     let e = run(&cfg, Some(1)).unwrap_err().to_string();
-    assert!(e.contains("not trained yet"), "{e}");
+    assert!(e.contains("has not finished"), "{e}");
     assert!(!experiment::cell_dir(&out, &cells[1])
         .join("state.json")
         .exists());

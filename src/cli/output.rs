@@ -74,7 +74,9 @@ pub fn check(flag: &str, out: &Path, inputs: &[&Path], kind: Kind) -> anyhow::Re
             input.display()
         );
     }
-    if out.exists() && !kind.holds(out) {
+    // An empty file (`mktemp`, `touch`) holds nothing to lose.
+    let empty = out.metadata().is_ok_and(|m| m.len() == 0);
+    if out.exists() && !empty && !kind.holds(out) {
         bail!(
             "{flag} {shown}: exists and is not {}; refusing to overwrite it (remove it first if \
              it is meant to go)",

@@ -227,7 +227,8 @@ fn read_idx(
             "more data after the header than its dimensions {dims:?} need ({expected} bytes)"
         ))),
         Err(e) if gz && e.kind() != std::io::ErrorKind::OutOfMemory => Err(more(format!(
-            "the data its header announces is followed by bytes that are not gzip ({e})"
+            "after the data its header announces, the gzip stream is damaged or followed by \
+             bytes that are not gzip ({e})"
         ))),
         Err(e) => Err(DataError::io(path, e)),
     }

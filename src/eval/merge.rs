@@ -278,6 +278,12 @@ fn check_complete(records: &[super::ShardRecord], ids: &[u64]) -> Result<(), Mer
         });
     }
     let total = first.test_examples as u64;
+    if let Some(&beyond) = ids.iter().find(|&&id| id >= total) {
+        return Err(MergeError::OtherSplit {
+            first: split(first),
+            other: format!("a shard holding example {beyond}"),
+        });
+    }
     let mut gaps = Vec::new();
     let mut next = 0u64;
     for &id in ids.iter().chain(std::iter::once(&total)) {
@@ -288,20 +294,15 @@ fn check_complete(records: &[super::ShardRecord], ids: &[u64]) -> Result<(), Mer
                 format!("examples {next}..={}", id - 1)
             });
         }
-        next = next.max(id + 1);
+        next = next.max(id.saturating_add(1));
     }
-    if gaps.is_empty() && ids.last().is_none_or(|&l| l < total) {
+    if gaps.is_empty() {
         return Ok(());
     }
-    let missing = if gaps.is_empty() {
-        format!("examples beyond {total}")
-    } else {
-        gaps.join(", ")
-    };
     Err(MergeError::Missing {
         total: first.test_examples,
         split: split(first),
-        missing,
+        missing: gaps.join(", "),
     })
 }
 
@@ -364,4 +365,40 @@ pub fn check_accuracies(s: &EvalResults) -> Result<(), ShardDefect> {
         agrees(&a.name, &a.robust, a.robust_accuracy)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::ShardRecord;
+
+    /// Which examples a merge of recorded shards lacks, in words; ids beyond the split are
+    /// another split, and shards written before splits were recorded are not checked.
+    #[test]
+    fn missing_examples_are_named() {
+        let rec = |index| ShardRecord {
+            index,
+            count: 3,
+            test_examples: 9,
+        };
+        let check = |ids: &[u64]| check_complete(&[rec(0), rec(2)], ids);
+        assert_eq!(check(&(0..9).collect::<Vec<_>>()), Ok(()));
+        let e = check(&[0, 1, 2, 6, 7, 8]).unwrap_err().to_string();
+        assert!(e.contains("no shard holds examples 3..=5"), "{e}");
+        let e = check(&[0, 2, 3, 4, 5, 6, 7]).unwrap_err().to_string();
+        assert!(e.contains("example 1, example 8"), "{e}");
+        let e = check(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("example 9"), "{e}");
+        assert_eq!(check_complete(&[], &[4, 5]), Ok(()));
+        let other = ShardRecord { count: 2, ..rec(1) };
+        let e = check_complete(&[rec(0), other], &[0])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("3 shards of 9") && e.contains("2 shards of 9"),
+            "{e}"
+        );
+    }
 }

@@ -15,7 +15,6 @@ const MAX_SWEEP: usize = 1000;
 /// Unknown keys are an error that names them (the settings layer refuses them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelRun {
-    #[serde(deserialize_with = "canonical_model")]
     pub model: String,
     #[serde(default = "default_teacher_method")]
     pub method: String,
@@ -27,16 +26,6 @@ pub struct ModelRun {
     pub train: TrainOverrides,
 }
 
-/// A model name as the file gives it, spelled canonically when it names a known model
-/// (`CNN-Small` is `cnn-small`): one model is one cell and one folder, however it is written.
-/// An unknown name is kept, for the grid's check to name it.
-fn canonical_model<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let given = String::deserialize(d)?;
-    Ok(given
-        .parse::<crate::models::Arch>()
-        .map_or(given, |arch| arch.to_string()))
-}
-
 fn default_teacher_method() -> String {
     "sat".into()
 }
@@ -44,7 +33,6 @@ fn default_teacher_method() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Students {
-    #[serde(deserialize_with = "canonical_model")]
     pub model: String,
     /// Method names, optionally with a KL reduction: `rslad`, `rslad:batchmean`, `ard:official`.
     pub methods: Vec<String>,
@@ -137,7 +125,10 @@ pub enum GridError {
          method or KL reduction?)"
     )]
     CellName { index: usize, name: String },
-    #[error("cells {first} and {second} are both {name}: a seed or a method is listed twice")]
+    #[error(
+        "cells {first} and {second} are both {name}: a seed, a method or a model (under two \
+         spellings) is listed twice"
+    )]
     Duplicate {
         first: usize,
         second: usize,
@@ -458,7 +449,19 @@ impl ExperimentConfig {
                 name: c.name.clone(),
                 source,
             })?;
-            if let Some(other) = cells[..i].iter().find(|o| o.name == c.name) {
+            // Also under another spelling of the model (`CNN-Small`, `cnn-small`): one model
+            // trained twice would be two rows of the report.
+            let canonical = |o: &Cell| {
+                let n = o
+                    .model
+                    .parse::<crate::models::Arch>()
+                    .map(|a| a.to_string());
+                n.map(|m| o.name.replacen(&o.model, &m, 1)).ok()
+            };
+            if let Some(other) = cells[..i]
+                .iter()
+                .find(|o| o.name == c.name || canonical(o) == canonical(c))
+            {
                 return Err(GridError::Duplicate {
                     first: other.index,
                     second: c.index,

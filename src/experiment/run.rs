@@ -32,7 +32,8 @@ pub enum ExperimentError {
         source: crate::models::WeightsError,
     },
     #[error(
-        "cell {cell} needs the teacher {}, which is not trained yet: run the teacher cell first",
+        "cell {cell} needs the teacher {}, which has not finished: run the teacher cell first \
+         (`rslad experiment --list-cells` shows where it stands)",
         teacher.display()
     )]
     TeacherNotTrained { cell: String, teacher: PathBuf },
@@ -193,12 +194,23 @@ fn refuse_changed_evaluation(
     let Ok(old) = ExperimentConfig::from_file(&path) else {
         return Ok(());
     };
+    // The values in effect, defaults included (an omitted key and its default are one
+    // setting); Square's budget matters only where a surrogate makes black-box tables.
     let words = |c: &ExperimentConfig| {
         [
-            ("attacks", format!("{:?}", c.attacks)),
-            ("eval_examples", format!("{:?}", c.eval_examples)),
-            ("square_queries", format!("{:?}", c.square_queries)),
-            ("eps_sweep", format!("{:?}", c.eps_sweep)),
+            (
+                "attacks",
+                c.attacks.clone().unwrap_or_else(|| "paper".into()),
+            ),
+            ("eval_examples", c.eval_examples.unwrap_or(1000).to_string()),
+            (
+                "square_queries",
+                match c.surrogate {
+                    Some(_) => c.square_queries.unwrap_or(5000).to_string(),
+                    None => String::new(),
+                },
+            ),
+            ("eps_sweep", c.eps_sweep.unwrap_or(9).to_string()),
         ]
     };
     let changes: Vec<String> = words(&old)
@@ -207,7 +219,8 @@ fn refuse_changed_evaluation(
         .filter(|(a, b)| a.1 != b.1)
         .map(|((key, a), (_, b))| format!("{key}: {a} -> {b}"))
         .collect();
-    let finished = cells.iter().any(|c| {
+    // The surrogate is never evaluated: its being finished binds no evaluation setting.
+    let finished = cells.iter().filter(|c| c.role != Role::Surrogate).any(|c| {
         std::fs::read_to_string(cell_layout(out, c).cell_record())
             .ok()
             .and_then(|t| serde_json::from_str::<crate::experiment::CellRecord>(&t).ok())
@@ -300,7 +313,8 @@ pub fn run_cell(
     )?;
     let record = CellRecord {
         cell: cell.clone(),
-        dataset: cfg.dataset.clone(),
+        // Canonical, as results files name it (`fmnist` is `fashion-mnist`).
+        dataset: kind.name().to_string(),
         eps,
         finished: true,
     };

@@ -351,9 +351,17 @@ fn same_setting(
     path: &Path,
     (dataset, eps): (&str, f64),
 ) -> Result<(), ReportError> {
+    // Records of older builds spell the dataset as the experiment file did (`fmnist`).
+    let same_dataset = |a: &str, b: &str| match (
+        a.parse::<crate::data::DatasetKind>(),
+        b.parse::<crate::data::DatasetKind>(),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    };
     match setting {
         None => *setting = Some((path.to_path_buf(), dataset.to_string(), eps)),
-        Some((first, d, e)) if d != dataset || (*e - eps).abs() > 1e-9 => {
+        Some((first, d, e)) if !same_dataset(d, dataset) || (*e - eps).abs() > 1e-9 => {
             return Err(ReportError::Mixed {
                 first: first.clone(),
                 first_dataset: d.clone(),
@@ -376,6 +384,13 @@ fn unfinished_cells(dir: &Path, warnings: &mut Vec<String>) -> Option<(Vec<Strin
         return None;
     }
     let (cfg, cells) = crate::experiment::ExperimentConfig::from_file(&path)
+        .map(|mut cfg| {
+            // Older builds recorded an omitted `seeds` as `seeds = []`.
+            if cfg.seeds.as_ref().is_some_and(Vec::is_empty) {
+                cfg.seeds = None;
+            }
+            cfg
+        })
         .and_then(|cfg| cfg.cells(dir).map(|cells| (cfg, cells)))
         .map_err(|e| {
             warnings.push(format!(

@@ -545,6 +545,11 @@ impl TrainOverrides {
         if self.teacher.is_none() && m.needs_teacher() {
             return Err(ConfigError::NoTeacher { method });
         }
+        // A teacher given to a method that ignores it would be recorded as if it mattered
+        // (checked for new runs only: a recorded run that carries one still resumes).
+        if self.teacher.is_some() && !m.needs_teacher() {
+            return Err(ConfigError::UnusedTeacher { method });
+        }
         let config = TrainConfig {
             dataset,
             data_dir: self.data_dir,
@@ -755,12 +760,6 @@ impl TrainConfig {
         }
         if m.needs_teacher() && self.teacher.is_none() {
             return Err(ConfigError::NoTeacher {
-                method: m.name.clone(),
-            });
-        }
-        // A teacher given to a method that ignores it is recorded as if it mattered.
-        if !m.needs_teacher() && self.teacher.is_some() {
-            return Err(ConfigError::UnusedTeacher {
                 method: m.name.clone(),
             });
         }

@@ -542,6 +542,13 @@ impl ExperimentConfig {
     }
 }
 
+/// A dataset's name as results files give it (`fmnist` is `fashion-mnist`); an unknown name
+/// as it is.
+pub fn canonical_dataset(name: &str) -> String {
+    name.parse::<DatasetKind>()
+        .map_or_else(|_| name.to_string(), |k| k.name().to_string())
+}
+
 /// Where a cell keeps its files.
 pub fn cell_dir(out: &Path, cell: &Cell) -> PathBuf {
     cell_layout(out, cell).root().to_path_buf()

@@ -352,13 +352,8 @@ fn same_setting(
     (dataset, eps): (&str, f64),
 ) -> Result<(), ReportError> {
     // Records of older builds spell the dataset as the experiment file did (`fmnist`).
-    let same_dataset = |a: &str, b: &str| match (
-        a.parse::<crate::data::DatasetKind>(),
-        b.parse::<crate::data::DatasetKind>(),
-    ) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    };
+    use crate::experiment::canonical_dataset;
+    let same_dataset = |a: &str, b: &str| canonical_dataset(a) == canonical_dataset(b);
     match setting {
         None => *setting = Some((path.to_path_buf(), dataset.to_string(), eps)),
         Some((first, d, e)) if !same_dataset(d, dataset) || (*e - eps).abs() > 1e-9 => {

@@ -808,6 +808,33 @@ fn report_refuses_mixed_settings_and_shows_every_column() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("cifar100") && e.contains("separately"), "{e}");
+    // The same dataset and eps on other test images cannot be paired either.
+    let (mut a_img, mut b_img) = (r.clone(), r.clone());
+    a_img.data_sha256 = Some("a".repeat(64));
+    b_img.data_sha256 = Some("b".repeat(64));
+    let c = root.join("c");
+    write_cell(
+        &c,
+        "resnet18-sat-s0",
+        "student",
+        "sat",
+        0,
+        "eval-best.json",
+        &a_img,
+    );
+    write_cell(
+        &c,
+        "resnet18-rslad-s0",
+        "student",
+        "rslad",
+        0,
+        "eval-best.json",
+        &b_img,
+    );
+    let e = report::collect(std::slice::from_ref(&c))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("other test images"), "{e}");
     // The same cell (model, method, seed) in both folders: the second is not just dropped.
     write_cell(
         &b,
@@ -1202,6 +1229,16 @@ fn experiment_folders_are_never_silently_mixed() {
     std::fs::write(&sweep, b"{}").unwrap();
     assert!(!experiment::is_finished(&cfg, &out, &cells[1]));
     run(&cfg, None).unwrap();
+    assert!(experiment::is_finished(&cfg, &out, &cells[1]));
+    // Results of other weights written over the cell's (`rslad eval --json` there) are not its.
+    let best = experiment::cell_dir(&out, &cells[1]).join("eval-best.json");
+    let mut r: EvalResults =
+        serde_json::from_str(&std::fs::read_to_string(&best).unwrap()).unwrap();
+    let own = r.checkpoint_sha256.replace("0".repeat(64));
+    std::fs::write(&best, serde_json::to_string(&r).unwrap()).unwrap();
+    assert!(!experiment::is_finished(&cfg, &out, &cells[1]));
+    r.checkpoint_sha256 = own;
+    std::fs::write(&best, serde_json::to_string(&r).unwrap()).unwrap();
     assert!(experiment::is_finished(&cfg, &out, &cells[1]));
     // Another attack list would not reach the finished cells: refused, naming it.
     let changed: ExperimentConfig = toml::from_str(

@@ -1534,6 +1534,22 @@ fn outputs_never_replace_their_inputs() {
     let labels_before = std::fs::read(&labels).unwrap();
     run(&labels, "exists and is not an rslad results file");
     assert_eq!(std::fs::read(&labels).unwrap(), labels_before);
+    // A benchmark table never replaces an evaluation's results.
+    let results = root.join("results.json");
+    let extra = [
+        "--attacks",
+        "none",
+        "--n-examples",
+        "4",
+        "--json",
+        s(&results),
+    ];
+    let (code, _, err) = rslad(&eval_args(&ckpt, &data, &extra));
+    assert_eq!(code, 0, "{err}");
+    refused(
+        &["bench", "--no-pytorch", "--json", s(&results)],
+        "not an rslad bench file",
+    );
     // Nor a run's state, although it is JSON.
     let state = root.join("state.json");
     std::fs::write(&state, br#"{"epochs_done": 3}"#).unwrap();

@@ -251,7 +251,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(p) = &args.json {
         let inputs: Vec<&std::path::Path> =
             args.eval_checkpoint.iter().map(|c| c.as_path()).collect();
-        super::output::check("--json", p, &inputs, super::output::Kind::Json)?;
+        super::output::check("--json", p, &inputs, super::output::Kind::BenchJson)?;
     }
     let device = rslad::backend::default_device();
     let models = if args.model.is_empty() {

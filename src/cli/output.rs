@@ -11,8 +11,8 @@ use std::path::Path;
 pub enum Kind {
     /// An `rslad eval` results file (or merged shards).
     EvalResults,
-    /// Any JSON document (`rslad bench --json`).
-    Json,
+    /// An `rslad bench --json` table (a JSON object with `rows`).
+    BenchJson,
     /// A safetensors file.
     Safetensors,
     /// A file named `.onnx`.
@@ -23,7 +23,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::EvalResults => "an rslad results file",
-            Kind::Json => "a JSON file",
+            Kind::BenchJson => "an rslad bench file",
             Kind::Safetensors => "a safetensors file",
             Kind::Onnx => "an .onnx file",
         }
@@ -34,9 +34,10 @@ impl Kind {
         match self {
             Kind::EvalResults => json(path)
                 .is_some_and(|b| serde_json::from_slice::<rslad::eval::EvalResults>(&b).is_ok()),
-            Kind::Json => {
-                json(path).is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok())
-            }
+            Kind::BenchJson => json(path).is_some_and(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b)
+                    .is_ok_and(|v| v.get("rows").is_some())
+            }),
             Kind::Safetensors => safetensors_header(path),
             Kind::Onnx => path.extension().is_some_and(|e| e == "onnx"),
         }

@@ -549,6 +549,12 @@ pub fn canonical_dataset(name: &str) -> String {
         .map_or_else(|_| name.to_string(), |k| k.name().to_string())
 }
 
+/// A model's name as rslad spells it (`CNN-Small` is `cnn-small`); an unknown name as it is.
+pub fn canonical_model(name: &str) -> String {
+    name.parse::<crate::models::Arch>()
+        .map_or_else(|_| name.to_string(), |a| a.to_string())
+}
+
 /// Where a cell keeps its files.
 pub fn cell_dir(out: &Path, cell: &Cell) -> PathBuf {
     cell_layout(out, cell).root().to_path_buf()

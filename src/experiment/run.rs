@@ -519,10 +519,14 @@ pub(crate) fn results_intact(cfg: &ExperimentConfig, out: &Path, cell: &Cell) ->
     };
     let points = sweep_points(cfg, cell);
     let sweep_done = points <= 1 || read_sweep(&layout.sweep()).is_some_and(|s| s.len() == points);
-    sweep_done
-        && eval_jobs(cfg, out, cell, &checkpoints)
-            .iter()
-            .all(|job| read_results(&layout.eval(job.file)).is_some())
+    // Results of other weights (a file written over by hand, or by `rslad eval --json`) are
+    // not this cell's.
+    let of_these = |job: &EvalJob| {
+        let hash = crate::io::sha256_file_memo(&job.checkpoint).ok();
+        read_results(&layout.eval(job.file))
+            .is_some_and(|r| hash.is_some() && r.checkpoint_sha256 == hash)
+    };
+    sweep_done && eval_jobs(cfg, out, cell, &checkpoints).iter().all(of_these)
 }
 
 /// Students distill the teacher's final weights and transfer attacks craft on the

@@ -49,6 +49,13 @@ pub enum ReportError {
         other_dataset: String,
         other_eps: f64,
     },
+    #[error(
+        "{} and {} were evaluated on other test images (the SHA-256 of their data differs): \
+         their differences cannot be paired; report them separately",
+        first.display(),
+        other.display()
+    )]
+    OtherImages { first: PathBuf, other: PathBuf },
     #[error("{file}: {source}")]
     Plot {
         file: String,
@@ -184,6 +191,9 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     // The first cell or results file read: every other one must be on its dataset and eps
     // (checked on every cell, before a seed found in two folders keeps only the first).
     let mut setting: Option<(PathBuf, String, f64)> = None;
+    // The first results file that recorded its test images' hash: every other one that did
+    // must be on the same images (pairing over example ids assumes it).
+    let mut images: Option<(PathBuf, String)> = None;
     let (mut unfinished, mut grid_cells) = (Vec::new(), 0);
     for dir in dirs {
         if let Some(names) = unfinished_cells(dir, &mut warnings) {
@@ -230,10 +240,12 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
                 Some(r) => format!("{}:{r}", rec.cell.method),
                 None => rec.cell.method.clone(),
             };
+            // One model however the experiment file spelled it (`CNN-Small`): one row, one
+            // plot, paired with the other methods on it.
             groups
                 .entry((
                     order,
-                    rec.cell.model.clone(),
+                    crate::experiment::canonical_model(&rec.cell.model),
                     method,
                     rec.cell.role.to_string(),
                 ))
@@ -267,6 +279,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
                 let path = RunLayout::new(p).eval(file);
                 if let Some(r) = read_results(&path, &mut report.warnings) {
                     same_setting(&mut setting, &path, (&r.dataset, r.eps))?;
+                    same_images(&mut images, &path, &r)?;
                     read.push((*s, r));
                 }
             }
@@ -364,6 +377,28 @@ fn same_setting(
                 other: path.to_path_buf(),
                 other_dataset: dataset.to_string(),
                 other_eps: eps,
+            })
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Refuses results on other test images than the first ones that recorded theirs.
+fn same_images(
+    images: &mut Option<(PathBuf, String)>,
+    path: &Path,
+    r: &EvalResults,
+) -> Result<(), ReportError> {
+    let Some(hash) = &r.data_sha256 else {
+        return Ok(());
+    };
+    match images {
+        None => *images = Some((path.to_path_buf(), hash.clone())),
+        Some((first, h)) if h != hash => {
+            return Err(ReportError::OtherImages {
+                first: first.clone(),
+                other: path.to_path_buf(),
             })
         }
         Some(_) => {}

@@ -1250,6 +1250,26 @@ fn experiment_folders_are_never_silently_mixed() {
         e.contains("other evaluation settings") && e.contains("pgd-sat"),
         "{e}"
     );
+    // While another process runs a cell (nothing finished yet), a run under other settings
+    // leaves the experiment's record alone.
+    let fresh = root.join("out-fresh");
+    experiment::prepare(&cfg, &fresh, None, &d).unwrap();
+    let recorded = std::fs::read(fresh.join("experiment.toml")).unwrap();
+    let cell_dir = experiment::cell_dir(&fresh, &cells[0]);
+    std::fs::create_dir_all(&cell_dir).unwrap();
+    let held = rslad::io::try_lock(&cell_dir.join("cell.lock"))
+        .unwrap()
+        .unwrap();
+    let other_lr: ExperimentConfig = toml::from_str(&text(&data_a, "lr = 0.05\n", "")).unwrap();
+    let e = experiment::prepare(&other_lr, &fresh, None, &d)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("being run by another rslad process"), "{e}");
+    assert_eq!(
+        std::fs::read(fresh.join("experiment.toml")).unwrap(),
+        recorded
+    );
+    drop(held);
 
     // Parts of an interrupted evaluation on other test images are not reused: the student's
     // weights as a given teacher checkpoint, evaluated on data B, with a part of data A

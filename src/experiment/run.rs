@@ -792,8 +792,26 @@ pub fn prepare(
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let recorded = toml::to_string(cfg)?;
     let path = RunLayout::new(out).experiment_config();
+    // Another process running cells of this folder under other settings keeps the record of
+    // its own (this run would be refused at its first busy cell, after rewriting it).
+    if std::fs::read_to_string(&path).is_ok_and(|t| t != recorded) {
+        if let Some((cell, lock)) = busy_cell(out, &cells) {
+            return Err(ExperimentError::InUse { cell, lock });
+        }
+    }
     crate::io::write_atomic(&path, recorded.as_bytes()).map_err(io_err(&path))?;
     Ok(cells)
+}
+
+/// A cell of `out` whose lock another process holds, with the lock's path.
+fn busy_cell(out: &Path, cells: &[Cell]) -> Option<(String, PathBuf)> {
+    cells.iter().find_map(|c| {
+        let lock = cell_layout(out, c).cell_lock();
+        if !lock.exists() {
+            return None;
+        }
+        matches!(crate::io::try_lock(&lock), Ok(None)).then(|| (c.name.clone(), lock))
+    })
 }
 
 /// Runs every unfinished cell (or only `only`), in order.

@@ -244,6 +244,26 @@ impl ExperimentConfig {
         Ok(self.dataset.parse()?)
     }
 
+    /// The white-box attack list, `paper` unless the file gives one.
+    pub fn attack_list(&self) -> String {
+        self.attacks.clone().unwrap_or_else(|| "paper".into())
+    }
+
+    /// Test images attacked: the first `eval_examples`, 1000 unless the file says.
+    pub fn eval_count(&self) -> usize {
+        self.eval_examples.unwrap_or(1000)
+    }
+
+    /// Square's query budget in the black-box table, 5000 unless the file says.
+    pub fn square_budget(&self) -> usize {
+        self.square_queries.unwrap_or(5000)
+    }
+
+    /// Points of the robust-accuracy-against-eps sweep, 9 unless the file says.
+    pub fn sweep_count(&self) -> usize {
+        self.eps_sweep.unwrap_or(9)
+    }
+
     pub fn eps(&self) -> Result<f64, GridError> {
         match &self.train.eps {
             Some(q) => Ok(crate::units::parse_eps(q.as_str())?),

@@ -140,7 +140,7 @@ fn check_before_running(
 ) -> Result<(), ExperimentError> {
     let kind = cfg.kind().map_err(ExperimentError::Config)?;
     let eps = cfg.eps().map_err(ExperimentError::Config)?;
-    let list = cfg.attacks.clone().unwrap_or_else(|| "paper".into());
+    let list = cfg.attack_list();
     let mut checked = Vec::new();
     for cell in cells {
         if let Some(p) = &cell.checkpoint {
@@ -198,19 +198,16 @@ fn refuse_changed_evaluation(
     // setting); Square's budget matters only where a surrogate makes black-box tables.
     let words = |c: &ExperimentConfig| {
         [
-            (
-                "attacks",
-                c.attacks.clone().unwrap_or_else(|| "paper".into()),
-            ),
-            ("eval_examples", c.eval_examples.unwrap_or(1000).to_string()),
+            ("attacks", c.attack_list()),
+            ("eval_examples", c.eval_count().to_string()),
             (
                 "square_queries",
                 match c.surrogate {
-                    Some(_) => c.square_queries.unwrap_or(5000).to_string(),
+                    Some(_) => c.square_budget().to_string(),
                     None => String::new(),
                 },
             ),
-            ("eps_sweep", c.eps_sweep.unwrap_or(9).to_string()),
+            ("eps_sweep", c.sweep_count().to_string()),
         ]
     };
     let changes: Vec<String> = words(&old)
@@ -372,7 +369,7 @@ fn eval_jobs(
     if cell.role == Role::Surrogate {
         return Vec::new();
     }
-    let attacks = cfg.attacks.clone().unwrap_or_else(|| "paper".into());
+    let attacks = cfg.attack_list();
     let mut v = vec![EvalJob {
         file: EvalFile::Best,
         checkpoint: checkpoints.best.clone(),
@@ -393,7 +390,7 @@ fn eval_jobs(
             .as_ref()
             .is_none_or(|b| b.contains(&cell.seed));
     if let (Some(s), true) = (cfg.surrogate_checkpoint(out), blackbox) {
-        let q = cfg.square_queries.unwrap_or(5000);
+        let q = cfg.square_budget();
         v.push(EvalJob {
             file: EvalFile::BlackBoxBest,
             checkpoint: checkpoints.best.clone(),
@@ -426,7 +423,7 @@ fn sweep(
         return Ok(());
     }
     observer.message(&format!("{}: robust accuracy against eps", cell.name));
-    let n = cfg.eval_examples.unwrap_or(1000);
+    let n = cfg.eval_count();
     let mut sweep: Sweep = Vec::new();
     for k in 0..points {
         let e = 2.0 * eps * k as f64 / (points - 1) as f64;
@@ -451,7 +448,7 @@ fn sweep_points(cfg: &ExperimentConfig, cell: &Cell) -> usize {
     if cell.role == Role::Surrogate {
         0
     } else {
-        cfg.eps_sweep.unwrap_or(9)
+        cfg.sweep_count()
     }
 }
 
@@ -605,7 +602,7 @@ fn evaluate_in_parts(
     };
     // The parts are named by their share of the images that exist: a test set smaller than
     // eval_examples is evaluated whole (as `rslad eval` does), and its parts still resume.
-    let wanted = cfg.eval_examples.unwrap_or(1000);
+    let wanted = cfg.eval_count();
     let test = crate::data::load(
         kind,
         cfg.data_dir.as_deref(),

@@ -406,6 +406,21 @@ pub fn robust_model(
     Ok((model, path))
 }
 
+/// The AA rows attack Fashion-MNIST: `spec` (of `checkpoint`) must take its images.
+pub fn check_aa_fit(checkpoint: &Path, spec: &ModelSpec) -> Result<(), String> {
+    let kind = DatasetKind::FashionMnist;
+    if spec.input != kind.shape() || spec.num_classes != kind.num_classes() {
+        return Err(format!(
+            "{}: the AA rows run on Fashion-MNIST; this {} takes {} images with {} classes",
+            checkpoint.display(),
+            spec.name,
+            spec.input,
+            spec.num_classes
+        ));
+    }
+    Ok(())
+}
+
 /// Standard AutoAttack (or a shortened one) on the first `cfg.images` Fashion-MNIST test
 /// images, each component timed.
 pub fn run_autoattack(
@@ -416,15 +431,7 @@ pub fn run_autoattack(
     observer: &mut dyn FnMut(&Event),
 ) -> Result<AaRun, String> {
     let kind = DatasetKind::FashionMnist;
-    if model.spec.input != kind.shape() || model.spec.num_classes != kind.num_classes() {
-        return Err(format!(
-            "{}: the AA rows run on Fashion-MNIST; this {} takes {} images with {} classes",
-            checkpoint.display(),
-            model.spec.name,
-            model.spec.input,
-            model.spec.num_classes
-        ));
-    }
+    check_aa_fit(checkpoint, &model.spec)?;
     let test = crate::data::load(
         kind,
         cfg.data_dir.as_deref(),

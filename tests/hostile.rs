@@ -1142,23 +1142,7 @@ fn messages_say_what_is_wrong() {
 /// A one-epoch natural run on the tiny data: its run directory.
 fn trained_run(root: &Path, data: &Path) -> PathBuf {
     let run = root.join("run");
-    let (code, _, err) = rslad(&[
-        "train",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        s(data),
-        "--train-limit",
-        "16",
-        "--test-limit",
-        "8",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "1",
-        "--out",
-        s(&run),
-    ]);
+    let (code, _, err) = rslad(&tiny_train(data, &run));
     assert_eq!(code, 0, "{err}");
     run
 }
@@ -1493,9 +1477,7 @@ fn an_epoch_whose_logits_overflow_is_not_committed() {
 #[test]
 fn run_directories_are_never_trained_over() {
     let (root, data, _) = setup("run-dirs");
-    let out = root.join("run");
-    let (code, _, err) = rslad(&tiny_train(&data, &out));
-    assert_eq!(code, 0, "{err}");
+    let out = trained_run(&root, &data);
     let best = std::fs::read(out.join("best.safetensors")).unwrap();
     // Its state.json lost: neither a resume nor a new run in the same place starts over.
     std::fs::rename(out.join("state.json"), root.join("state.json")).unwrap();

@@ -272,18 +272,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(p) = &args.eval_checkpoint {
-        let spec = rslad::models::peek_spec(p)?;
-        let fm = rslad::data::DatasetKind::FashionMnist;
-        if spec.input != fm.shape() || spec.num_classes != fm.num_classes() {
-            anyhow::bail!(
-                "--eval-checkpoint {}: the AA rows run on Fashion-MNIST; this {} takes {} \
-                 images with {} classes",
-                p.display(),
-                spec.name,
-                spec.input,
-                spec.num_classes
-            );
-        }
+        bench::check_aa_fit(p, &rslad::models::peek_spec(p)?)
+            .map_err(|e| anyhow::anyhow!("--eval-checkpoint {e}"))?;
     }
     let torch = !args.no_pytorch
         && Command::new("python3")

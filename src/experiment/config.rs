@@ -471,13 +471,7 @@ impl ExperimentConfig {
             })?;
             // Also under another spelling of the model (`CNN-Small`, `cnn-small`): one model
             // trained twice would be two rows of the report.
-            let canonical = |o: &Cell| {
-                let n = o
-                    .model
-                    .parse::<crate::models::Arch>()
-                    .map(|a| a.to_string());
-                n.map(|m| o.name.replacen(&o.model, &m, 1)).ok()
-            };
+            let canonical = |o: &Cell| o.name.replacen(&o.model, &canonical_model(&o.model), 1);
             if let Some(other) = cells[..i]
                 .iter()
                 .find(|o| o.name == c.name || canonical(o) == canonical(c))
@@ -594,6 +588,12 @@ pub struct CellRecord {
     pub finished: bool,
 }
 
+/// The cell's record, when it is there and reads.
+pub(crate) fn read_record(out: &Path, cell: &Cell) -> Option<CellRecord> {
+    let text = std::fs::read_to_string(cell_layout(out, cell).cell_record()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Whether a cell has nothing left to do.
 pub fn is_finished(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> bool {
     cell_state(cfg, out, cell) == CellState::Finished
@@ -619,10 +619,7 @@ const PLACES: &[&str] = &["index", "out", "teacher", "data_dir", "checkpoint"];
 /// Where `cell` stands in `out`: to do, finished, finished with other settings, or finished
 /// with black-box results of another surrogate.
 pub fn cell_state(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> CellState {
-    let record = std::fs::read_to_string(cell_layout(out, cell).cell_record())
-        .ok()
-        .and_then(|t| serde_json::from_str::<CellRecord>(&t).ok());
-    match record {
+    match read_record(out, cell) {
         Some(r) if r.finished => {
             let diff = crate::train::config::setting_changes(&r.cell, cell, PLACES);
             if !diff.is_empty() {

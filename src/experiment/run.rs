@@ -217,12 +217,10 @@ fn refuse_changed_evaluation(
         .map(|((key, a), (_, b))| format!("{key}: {a} -> {b}"))
         .collect();
     // The surrogate is never evaluated: its being finished binds no evaluation setting.
-    let finished = cells.iter().filter(|c| c.role != Role::Surrogate).any(|c| {
-        std::fs::read_to_string(cell_layout(out, c).cell_record())
-            .ok()
-            .and_then(|t| serde_json::from_str::<crate::experiment::CellRecord>(&t).ok())
-            .is_some_and(|r| r.finished)
-    });
+    let finished = cells
+        .iter()
+        .filter(|c| c.role != Role::Surrogate)
+        .any(|c| read_record(out, c).is_some_and(|r| r.finished));
     if changes.is_empty() || !finished {
         return Ok(());
     }
@@ -333,10 +331,7 @@ fn train_or_take(
                 role: cell.role,
             });
         }
-        return Ok(Checkpoints {
-            best: p.clone(),
-            last: p.clone(),
-        });
+        return Ok(checkpoints_of(cell, layout));
     }
     if let Some(teacher) = &cell.train.teacher {
         if !teacher.is_file() {
@@ -351,10 +346,21 @@ fn train_or_take(
         cell: cell.name.clone(),
         source,
     })?;
-    Ok(Checkpoints {
-        best: layout.best(),
-        last: layout.last(),
-    })
+    Ok(checkpoints_of(cell, layout))
+}
+
+/// The checkpoints a cell evaluates: the one the experiment file gives, or its training's.
+fn checkpoints_of(cell: &Cell, layout: &RunLayout) -> Checkpoints {
+    match &cell.checkpoint {
+        Some(p) => Checkpoints {
+            best: p.clone(),
+            last: p.clone(),
+        },
+        None => Checkpoints {
+            best: layout.best(),
+            last: layout.last(),
+        },
+    }
 }
 
 /// The results files a cell writes: white-box on the best and (when trained here and asked
@@ -414,14 +420,10 @@ fn sweep(
     device: &burn::prelude::Device,
     observer: &mut dyn Observer,
 ) -> Result<(), ExperimentError> {
-    let points = sweep_points(cfg, cell);
-    let path = layout.sweep();
-    // A sweep file that does not read as this many points (damaged, or of another setting)
-    // is computed again.
-    let done = read_sweep(&path).is_some_and(|s| s.len() == points);
-    if points <= 1 || done {
+    if sweep_done(cfg, cell, layout) {
         return Ok(());
     }
+    let (points, path) = (sweep_points(cfg, cell), layout.sweep());
     observer.message(&format!("{}: robust accuracy against eps", cell.name));
     let n = cfg.eval_count();
     let mut sweep: Sweep = Vec::new();
@@ -452,8 +454,15 @@ fn sweep_points(cfg: &ExperimentConfig, cell: &Cell) -> usize {
     }
 }
 
-fn read_sweep(path: &Path) -> Option<Sweep> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+/// Whether the cell owes no sweep, or its sweep file reads as all its points (a damaged one,
+/// or one of another setting, is computed again).
+fn sweep_done(cfg: &ExperimentConfig, cell: &Cell, layout: &RunLayout) -> bool {
+    let points = sweep_points(cfg, cell);
+    points <= 1
+        || std::fs::read_to_string(layout.sweep())
+            .ok()
+            .and_then(|t| serde_json::from_str::<Sweep>(&t).ok())
+            .is_some_and(|s| s.len() == points)
 }
 
 fn read_results(path: &Path) -> Option<EvalResults> {
@@ -464,11 +473,13 @@ fn read_results(path: &Path) -> Option<EvalResults> {
 /// results, crafted on the surrogate weights whose hash is `surrogate` (a retrained cell's or
 /// surrogate's old results are computed again, not reused).
 fn of_these_weights(results: &Path, ckpt: &Path, surrogate: Option<&str>) -> bool {
-    let Some(r) = read_results(results) else {
-        return false;
-    };
-    crate::io::sha256_file(ckpt).is_ok_and(|h| r.checkpoint_sha256.as_deref() == Some(h.as_str()))
-        && !other_surrogate(&r, surrogate)
+    read_results(results).is_some_and(|r| of_weights(&r, ckpt) && !other_surrogate(&r, surrogate))
+}
+
+/// Whether `r` was computed on the weights now in `ckpt` (by the hash it recorded).
+fn of_weights(r: &EvalResults, ckpt: &Path) -> bool {
+    crate::io::sha256_file_memo(ckpt)
+        .is_ok_and(|h| r.checkpoint_sha256.as_deref() == Some(h.as_str()))
 }
 
 /// The surrogate hashes the transfer attacks of `r` recorded.
@@ -504,26 +515,15 @@ pub(crate) fn blackbox_stale(cfg: &ExperimentConfig, out: &Path, cell: &Cell) ->
 /// evaluates only what is missing.
 pub(crate) fn results_intact(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> bool {
     let layout = cell_layout(out, cell);
-    let checkpoints = match &cell.checkpoint {
-        Some(p) => Checkpoints {
-            best: p.clone(),
-            last: p.clone(),
-        },
-        None => Checkpoints {
-            best: layout.best(),
-            last: layout.last(),
-        },
-    };
-    let points = sweep_points(cfg, cell);
-    let sweep_done = points <= 1 || read_sweep(&layout.sweep()).is_some_and(|s| s.len() == points);
     // Results of other weights (a file written over by hand, or by `rslad eval --json`) are
     // not this cell's.
     let of_these = |job: &EvalJob| {
-        let hash = crate::io::sha256_file_memo(&job.checkpoint).ok();
-        read_results(&layout.eval(job.file))
-            .is_some_and(|r| hash.is_some() && r.checkpoint_sha256 == hash)
+        read_results(&layout.eval(job.file)).is_some_and(|r| of_weights(&r, &job.checkpoint))
     };
-    sweep_done && eval_jobs(cfg, out, cell, &checkpoints).iter().all(of_these)
+    sweep_done(cfg, cell, &layout)
+        && eval_jobs(cfg, out, cell, &checkpoints_of(cell, &layout))
+            .iter()
+            .all(of_these)
 }
 
 /// Students distill the teacher's final weights and transfer attacks craft on the

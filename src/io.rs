@@ -175,3 +175,29 @@ pub fn sha256_bytes(parts: &[&[u8]]) -> String {
 fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `path` as one shell word, for commands printed for the user to paste: as is when it holds
+/// only characters no shell treats specially, else in single quotes (spaces, `$`, quotes).
+pub fn shell_word(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+    use std::path::Path;
+
+    #[test]
+    fn shell_words_paste_back_as_the_same_path() {
+        assert_eq!(shell_word(Path::new("runs/exp-1")), "runs/exp-1");
+        assert_eq!(shell_word(Path::new("my runs/a")), "'my runs/a'");
+        assert_eq!(shell_word(Path::new("it's $HOME")), r"'it'\''s $HOME'");
+        assert_eq!(shell_word(Path::new("")), "''");
+    }
+}

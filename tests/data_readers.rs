@@ -118,7 +118,25 @@ fn missing_files_are_named_with_the_fix() {
         "a missing later file is reported even with a limit: {e}"
     );
     let e = err_of(DatasetKind::Cifar100, &dir, Split::Test);
-    assert!(e.contains("test.bin") && e.contains("cifar-100"), "{e}");
+    assert!(
+        e.contains("test.bin") && e.contains("--dataset cifar10 "),
+        "CIFAR-10's files given as CIFAR-100: {e}"
+    );
+    let e = err_of(DatasetKind::Cifar100, &dir.join("nowhere"), Split::Test);
+    assert!(
+        e.contains("does not exist") && e.contains("cifar-100-binary.tar.gz"),
+        "{e}"
+    );
+    // The archive extracted into the folder named: the files are one level down.
+    let parent = temp_dir("missing-parent");
+    let inner = parent.join("fashion-mnist");
+    std::fs::create_dir_all(&inner).unwrap();
+    fake_fashion(&inner, 3, 3, true);
+    let e = err_of(DatasetKind::FashionMnist, &parent, Split::Test);
+    assert!(e.contains(&format!("It is in {}", inner.display())), "{e}");
+    write_cifar10(&inner, 1);
+    let e = err_of(DatasetKind::Cifar10, &parent, Split::Test);
+    assert!(e.contains(&format!("It is in {}", inner.display())), "{e}");
 }
 
 #[test]

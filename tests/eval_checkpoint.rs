@@ -67,6 +67,23 @@ fn checkpoint_evaluation_checks_shards_and_hashes() {
         Some(rslad::io::sha256_file(&ckpt).unwrap().as_str())
     );
     assert_eq!(r.checkpoint, Some(ckpt.display().to_string()));
+    // The same weights saved again are the same bytes (the header's metadata is not written
+    // in a hash map's order), so the hash names the weights.
+    let extra = [
+        ("a", "1".to_string()),
+        ("b", "2".to_string()),
+        ("c", "3".to_string()),
+    ];
+    let saves: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let p = root.join(format!("again-{i}.safetensors"));
+            save_model(&model, &p, &extra).unwrap();
+            std::fs::read(p).unwrap()
+        })
+        .collect();
+    assert!(saves.windows(2).all(|w| w[0] == w[1]));
+    let again = rslad::models::load_model(&root.join("again-0.safetensors"), &device, None);
+    assert_eq!(again.unwrap().spec, model.spec);
 
     let test = data::load(
         DatasetKind::FashionMnist,

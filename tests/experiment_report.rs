@@ -1135,6 +1135,11 @@ fn best_only_and_blackbox_seeds_are_honoured() {
     )
     .unwrap();
     std::fs::remove_file(s1.join("cell.json")).unwrap();
+    let s1_cell = cfg.cells(&out).unwrap().pop().unwrap();
+    assert_eq!(
+        experiment::progress(&out, &s1_cell).as_deref(),
+        Some("trained; evaluation left")
+    );
     experiment::run(&cfg, &out, None, &device(), &mut Log::default()).unwrap();
     assert_eq!(
         read().checkpoint_sha256.unwrap(),
@@ -1175,6 +1180,24 @@ fn best_only_and_blackbox_seeds_are_honoured() {
         rep.warnings
             .iter()
             .any(|w| w.contains("cell teacher-cnn-small-natural finished with other settings")),
+        "{:?}",
+        rep.warnings
+    );
+    // A seed taken out of the experiment file is out of the report, and said so.
+    let one_seed: ExperimentConfig =
+        toml::from_str(&text.replace("seeds = [0, 1]", "seeds = [0]")).unwrap();
+    std::fs::write(
+        out.join("experiment.toml"),
+        toml::to_string(&one_seed).unwrap(),
+    )
+    .unwrap();
+    let rep = report::collect(std::slice::from_ref(&out)).unwrap();
+    let student = rep.white_box.iter().find(|r| r.role == "student").unwrap();
+    assert_eq!(student.seeds, vec![0]);
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("cell cnn-small-natural-s1 is not in the grid")),
         "{:?}",
         rep.warnings
     );

@@ -1638,6 +1638,18 @@ fn attack_lists_name_each_column_once() {
     }
     assert_eq!(attack_ctx_parse("none"), Ok(0));
     assert_eq!(attack_ctx_parse("pgd:steps=2,pgd:steps=3"), Ok(2));
+    // A surrogate whose path holds a comma is one item of the list.
+    let dir = temp_dir("comma-path").join("a,b");
+    std::fs::create_dir_all(&dir).unwrap();
+    let surrogate = dir.join("s.safetensors");
+    save_small(&surrogate);
+    let list = format!("transfer-pgd:{},fgsm", surrogate.display());
+    assert_eq!(attack_ctx_parse(&list), Ok(2), "{list}");
+    // The same attack under two names runs once.
+    for list in ["pgd,pgd:steps=20", "pgd:steps=10,pgd:steps=10:restarts=1"] {
+        let e = attack_ctx_parse(list).unwrap_err();
+        assert!(e.contains("listed twice"), "{list}: {e}");
+    }
     let e = attack_ctx_parse("pgd:steps=99999999999999999999").unwrap_err();
     assert!(e.contains("too large"), "{e}");
 }
@@ -1679,4 +1691,14 @@ fn gzip_streams_are_read_whole_and_only_whole() {
         );
         assert!(!e.contains("truncated"), "{e}");
     }
+    // Zero bytes after the last member are padding (gzip ignores them); anything after them
+    // is not.
+    let mut padded = gz(&plain);
+    padded.extend([0u8; 4096]);
+    std::fs::write(&path, &padded).unwrap();
+    assert_eq!(load().unwrap().images, want.images);
+    padded.push(1);
+    std::fs::write(&path, &padded).unwrap();
+    let e = load().unwrap_err().to_string();
+    assert!(e.contains("neither gzip nor zero padding"), "{e}");
 }

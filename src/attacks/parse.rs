@@ -15,7 +15,11 @@ pub fn parse_list(list: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>
     if list.split(',').all(|s| s.trim().is_empty()) {
         return Err(AttackError::EmptyList(list.to_string()));
     }
-    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for item in items(list)
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
         if item == PAPER_WORD {
             for name in PAPER {
                 out.extend(parse_one(name, ctx)?);
@@ -24,24 +28,75 @@ pub fn parse_list(list: &str, ctx: &AttackContext) -> Result<Vec<Box<dyn Attack>
             out.extend(parse_one(item, ctx)?);
         }
     }
-    // The same attack twice only doubles the cost (and its column appears twice); two
-    // attacks under one label would share a column in every table and results file.
+    // The same attack twice only doubles the cost (and its column appears twice), also under
+    // two names (`pgd` and `pgd:steps=20`); two attacks under one label would share a column
+    // in every table and results file.
     for (i, a) in out.iter().enumerate() {
-        let Some(b) = out[..i].iter().find(|b| b.label() == a.label()) else {
-            continue;
-        };
-        if b.settings() == a.settings() {
+        if let Some(b) = out[..i].iter().find(|b| same_attack(&***b, &**a)) {
+            let names = if b.label() == a.label() {
+                a.label()
+            } else {
+                format!("{} and {}", b.label(), a.label())
+            };
             return Err(AttackError::BadOption {
                 attack: a.label(),
-                detail: format!("listed twice in '{list}' with the same settings; list it once"),
+                detail: format!(
+                    "{names}: one attack with the same settings listed twice in '{list}'; \
+                     list it once"
+                ),
             });
         }
-        return Err(AttackError::SameLabel {
-            list: list.to_string(),
-            label: a.label(),
-        });
+        if out[..i].iter().any(|b| b.label() == a.label()) {
+            return Err(AttackError::SameLabel {
+                list: list.to_string(),
+                label: a.label(),
+            });
+        }
     }
     Ok(out)
+}
+
+/// The list's items: split at commas, except inside the path of an attack that takes one
+/// (`transfer:runs/a,b/final.safetensors`), where the pieces are joined back when together
+/// they name an existing file and the first alone does not.
+fn items(list: &str) -> Vec<String> {
+    let pieces: Vec<&str> = list.split(',').collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pieces.len() {
+        let mut item = pieces[i].to_string();
+        i += 1;
+        let takes_path = item.split_once(':').is_some_and(|(name, _)| {
+            registry::lookup(&name.trim().to_ascii_lowercase())
+                .is_some_and(|e| matches!(e.input, Input::Path))
+        });
+        let path_of = |item: &str| std::path::PathBuf::from(item.split_once(':').unwrap().1);
+        if takes_path && !path_of(&item).exists() {
+            let mut joined = item.clone();
+            for (k, piece) in pieces[i..].iter().enumerate() {
+                joined = format!("{joined},{piece}");
+                if path_of(&joined).exists() {
+                    item = joined;
+                    i += k + 1;
+                    break;
+                }
+            }
+        }
+        out.push(item);
+    }
+    out
+}
+
+/// Whether two attacks compute the same thing: every setting equal but the column label.
+fn same_attack(a: &dyn Attack, b: &dyn Attack) -> bool {
+    let unlabelled = |x: &dyn Attack| {
+        let mut s = x.settings();
+        if let Some(map) = s.as_object_mut() {
+            map.remove("label");
+        }
+        s
+    };
+    unlabelled(a) == unlabelled(b)
 }
 
 /// One item: `name`, `name:key=value:...` or `name:PATH`.

@@ -49,7 +49,10 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         }
         for c in &cells {
             let status = match experiment::cell_state(&cfg, &out, c) {
-                experiment::CellState::ToDo => "to do".to_string(),
+                experiment::CellState::ToDo => match experiment::progress(&out, c) {
+                    Some(p) => format!("to do ({p})"),
+                    None => "to do".to_string(),
+                },
                 experiment::CellState::Finished => "finished".to_string(),
                 experiment::CellState::Changed(what) => {
                     format!("finished with other settings ({what})")
@@ -78,7 +81,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     if args.cell.is_none() {
         eprintln!(
             "all cells finished; tables with: rslad report {}",
-            out.display()
+            rslad::io::shell_word(&out)
         );
     }
     Ok(())

@@ -9,6 +9,15 @@ const PIXELS: usize = 3 * 32 * 32;
 /// Records per file in the official release; other counts are accepted (tests use small files).
 const RECORDS_PER_FILE: usize = 10_000;
 
+/// The other CIFAR whose first file is in `dir`, when `kind`'s is not: a dataset named wrong.
+fn other_cifar(kind: DatasetKind, dir: &Path) -> Option<DatasetKind> {
+    let (other, its_file) = match kind {
+        DatasetKind::Cifar10 => (DatasetKind::Cifar100, "train.bin"),
+        _ => (DatasetKind::Cifar10, "data_batch_1.bin"),
+    };
+    dir.join(its_file).is_file().then_some(other)
+}
+
 pub(super) fn load(
     kind: DatasetKind,
     dir: &Path,
@@ -45,10 +54,15 @@ pub(super) fn load(
             });
         }
         if !path.is_file() {
-            return Err(DataError::Missing {
-                path,
-                hint: String::new(),
-            });
+            let hint = match other_cifar(kind, dir) {
+                Some(other) => format!(
+                    "The folder holds {other}'s files: give --dataset {} (or the config's \
+                     dataset).",
+                    other.name()
+                ),
+                None => super::nearby(dir, file),
+            };
+            return Err(DataError::Missing { path, hint });
         }
     }
 

@@ -3,8 +3,8 @@
 //! Files may be gzipped (`*.gz`, as Debian ships them) or plain.
 
 use super::{DataError, Dataset, DatasetKind, Split};
-use flate2::read::MultiGzDecoder;
-use std::io::Read;
+use flate2::bufread::GzDecoder;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -72,10 +72,72 @@ fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
             });
         }
     }
-    Err(DataError::Missing {
-        path: gz,
-        hint: String::new(),
-    })
+    let hint = [format!("{name}.gz"), name.to_string()]
+        .iter()
+        .map(|file| super::nearby(dir, file))
+        .find(|hint| !hint.is_empty())
+        .unwrap_or_default();
+    Err(DataError::Missing { path: gz, hint })
+}
+
+/// The gzip members of a file read as one stream, as `gzip -d` reads them (pigz, bgzip and
+/// `cat a.gz b.gz` write several). Zero bytes after the last member are padding some tools
+/// add (gzip ignores them with a warning); any other byte there is an error.
+struct GzMembers<R: BufRead> {
+    member: Option<GzDecoder<R>>,
+    /// For the padding warning.
+    path: PathBuf,
+}
+
+impl<R: BufRead> GzMembers<R> {
+    fn new(input: R, path: &Path) -> Self {
+        GzMembers {
+            member: Some(GzDecoder::new(input)),
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl<R: BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(member) = self.member.as_mut() else {
+                return Ok(0);
+            };
+            let n = member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // The member ended; its decoder has taken exactly its bytes from the input.
+            let mut input = self.member.take().expect("checked above").into_inner();
+            let rest = input.fill_buf()?;
+            if rest.is_empty() {
+                return Ok(0);
+            }
+            if rest[0] != 0 {
+                self.member = Some(GzDecoder::new(input));
+                continue;
+            }
+            loop {
+                let rest = input.fill_buf()?;
+                if rest.is_empty() {
+                    tracing::warn!(
+                        "{}: zero bytes after the last gzip member ignored (padding)",
+                        self.path.display()
+                    );
+                    return Ok(0);
+                }
+                if rest.iter().any(|&b| b != 0) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "bytes that are neither gzip nor zero padding follow the last member",
+                    ));
+                }
+                let len = rest.len();
+                input.consume(len);
+            }
+        }
+    }
 }
 
 /// Largest number of records an IDX file may announce: 14x Fashion-MNIST's 70 000 (and above
@@ -101,7 +163,7 @@ fn read_idx(
         .map_err(io)?
         .starts_with(&[0x1f, 0x8b]);
     let mut reader: Box<dyn Read> = if gz {
-        Box::new(MultiGzDecoder::new(sniff))
+        Box::new(GzMembers::new(sniff, path))
     } else {
         Box::new(sniff)
     };

@@ -233,9 +233,17 @@ pub fn load(
         DatasetKind::Cifar10 | DatasetKind::Cifar100 => cifar::load(kind, dir, split, limit),
     }
     .map_err(|e| match e {
-        DataError::Missing { path, .. } => DataError::Missing {
+        DataError::Missing { path, hint } if hint.is_empty() => DataError::Missing {
             path,
-            hint: kind.how_to_get().to_string(),
+            hint: if dir.exists() {
+                kind.how_to_get().to_string()
+            } else {
+                format!(
+                    "The folder {} does not exist. {}",
+                    dir.display(),
+                    kind.how_to_get()
+                )
+            },
         },
         other => other,
     })?;
@@ -251,6 +259,26 @@ pub fn load(
         });
     }
     Ok(dataset.truncate(limit))
+}
+
+/// Where the file most likely is when it is not in `dir`: a folder inside `dir` holds it (the
+/// archive was extracted into `dir`, which is then one level too high). Empty when none does.
+fn nearby(dir: &Path, file: &str) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return String::new();
+    };
+    let mut inside: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|sub| sub.join(file).is_file())
+        .collect();
+    inside.sort();
+    match inside.first() {
+        Some(sub) => format!(
+            "It is in {}: pass that folder as --data-dir (or the config's data_dir).",
+            sub.display()
+        ),
+        None => String::new(),
+    }
 }
 
 /// Reads a whole file, mapping "not found" to [`DataError::Missing`].

@@ -367,7 +367,8 @@ impl ExperimentConfig {
             );
         }
         if let Some(b) = &self.blackbox_seeds {
-            if let Some(&seed) = b.iter().find(|s| !seeds.contains(s)) {
+            let known: std::collections::HashSet<_> = seeds.iter().collect();
+            if let Some(&seed) = b.iter().find(|s| !known.contains(s)) {
                 return Err(GridError::BlackboxSeed { seed, seeds });
             }
         }
@@ -450,7 +451,8 @@ impl ExperimentConfig {
             }
         }
         // Cell names become folder names: each must be a plain, distinct name.
-        for (i, c) in cells.iter().enumerate() {
+        let mut seen = std::collections::HashMap::new();
+        for c in &cells {
             if c.name.contains(['/', '\\']) {
                 return Err(GridError::CellName {
                     index: c.index,
@@ -471,13 +473,10 @@ impl ExperimentConfig {
             })?;
             // Also under another spelling of the model (`CNN-Small`, `cnn-small`): one model
             // trained twice would be two rows of the report.
-            let canonical = |o: &Cell| o.name.replacen(&o.model, &canonical_model(&o.model), 1);
-            if let Some(other) = cells[..i]
-                .iter()
-                .find(|o| o.name == c.name || canonical(o) == canonical(c))
-            {
+            let canonical = c.name.replacen(&c.model, &canonical_model(&c.model), 1);
+            if let Some(first) = seen.insert(canonical, c.index) {
                 return Err(GridError::Duplicate {
-                    first: other.index,
+                    first,
                     second: c.index,
                     name: c.name.clone(),
                 });

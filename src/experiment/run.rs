@@ -800,15 +800,41 @@ pub fn prepare(
     Ok(cells)
 }
 
+/// Whether another process holds the lock of `cell` (is running it).
+fn is_busy(out: &Path, cell: &Cell) -> bool {
+    let lock = cell_layout(out, cell).cell_lock();
+    lock.exists() && matches!(crate::io::try_lock(&lock), Ok(None))
+}
+
 /// A cell of `out` whose lock another process holds, with the lock's path.
 fn busy_cell(out: &Path, cells: &[Cell]) -> Option<(String, PathBuf)> {
-    cells.iter().find_map(|c| {
-        let lock = cell_layout(out, c).cell_lock();
-        if !lock.exists() {
-            return None;
-        }
-        matches!(crate::io::try_lock(&lock), Ok(None)).then(|| (c.name.clone(), lock))
-    })
+    cells
+        .iter()
+        .find(|c| is_busy(out, c))
+        .map(|c| (c.name.clone(), cell_layout(out, c).cell_lock()))
+}
+
+/// How far an unfinished cell has come, in words ("running; trained 3 of 18 epochs"), for
+/// `--list-cells`; `None` when nothing of it is done and no process runs it.
+pub fn progress(out: &Path, cell: &Cell) -> Option<String> {
+    let done = match &cell.checkpoint {
+        Some(_) => None,
+        None => train::RunDir::new(cell_layout(out, cell).root())
+            .read_state()
+            .ok()
+            .flatten()
+            .map(|s| s.epochs_done),
+    };
+    let trained = match (done, cell.train_config().ok().map(|t| t.epochs)) {
+        (Some(d), Some(e)) if d >= e => Some("trained; evaluation left".to_string()),
+        (Some(d), Some(e)) if d > 0 => Some(format!("trained {d} of {e} epochs")),
+        _ => None,
+    };
+    match (is_busy(out, cell), trained) {
+        (true, Some(t)) => Some(format!("running; {t}")),
+        (true, None) => Some("running".into()),
+        (false, t) => t,
+    }
 }
 
 /// Runs every unfinished cell (or only `only`), in order.

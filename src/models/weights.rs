@@ -381,7 +381,9 @@ pub fn damaged_tensor(model: &Model) -> Option<String> {
     })
 }
 
-/// Saves `model` atomically, with its spec and `extra` metadata.
+/// Saves `model` atomically, with its spec and `extra` metadata. The same weights and
+/// metadata always give the same bytes, so a checkpoint's SHA-256 (which results and
+/// students record) names what it holds.
 pub fn save_model(
     model: &Model,
     path: &Path,
@@ -393,9 +395,12 @@ pub fn save_model(
             source: e,
         })?;
     }
-    let mut store = SafetensorsStore::from_file(path)
+    let write_err = |detail: String| WeightsError::Write {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut store = SafetensorsStore::from_bytes(None)
         .skip_enum_variants(true)
-        .overwrite(true)
         .metadata(
             SPEC_KEY,
             serde_json::to_string(&model.spec).expect("spec serialises"),
@@ -405,8 +410,32 @@ pub fn save_model(
     }
     model
         .save_into(&mut store)
-        .map_err(|e| WeightsError::Write {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })
+        .map_err(|e| write_err(e.to_string()))?;
+    let bytes = store.get_bytes().map_err(|e| write_err(e.to_string()))?;
+    let bytes = sorted_header(&bytes)
+        .ok_or_else(|| write_err("the safetensors header written is not a JSON object".into()))?;
+    crate::io::write_atomic(path, &bytes).map_err(|e| WeightsError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// A safetensors file with its header's keys in order: the writer lists the metadata in a
+/// hash map's order, which differs from one save to the next. Data offsets count from the end
+/// of the header, so a header of another length moves nothing.
+fn sorted_header(bytes: &[u8]) -> Option<Vec<u8>> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let end = 8usize.checked_add(n)?;
+    let serde_json::Value::Object(header) = serde_json::from_slice(bytes.get(8..end)?).ok()? else {
+        return None;
+    };
+    // serde_json's map is ordered by key: every object is written in key order.
+    let sorted: BTreeMap<String, serde_json::Value> = header.into_iter().collect();
+    let mut text = serde_json::to_vec(&sorted).expect("a parsed header serialises");
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - end);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[end..]);
+    Some(out)
 }

@@ -196,9 +196,10 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     let mut images: Option<(PathBuf, String)> = None;
     let (mut unfinished, mut grid_cells) = (Vec::new(), 0);
     for dir in dirs {
-        if let Some(names) = unfinished_cells(dir, &mut warnings) {
-            grid_cells += names.1;
-            unfinished.extend(names.0);
+        let grid = grid_cells_of(dir, &mut warnings);
+        if let Some(g) = &grid {
+            grid_cells += g.names.len();
+            unfinished.extend(g.unfinished.iter().cloned());
         }
         let cells = RunLayout::new(dir).cells();
         let entries = std::fs::read_dir(&cells).map_err(|source| ReportError::NotExperiment {
@@ -218,6 +219,20 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
                     "{}: the model '{}' is not a model name; left out",
                     cell.cell_record().display(),
                     rec.cell.model
+                ));
+                continue;
+            }
+            // A seed or method taken out of the experiment file is out of its tables too.
+            if grid
+                .as_ref()
+                .is_some_and(|g| !g.names.contains(&rec.cell.name))
+            {
+                warnings.push(format!(
+                    "{}: cell {} is not in the grid of {} now (a seed, method or model taken \
+                     out?); left out",
+                    e.path().display(),
+                    rec.cell.name,
+                    RunLayout::new(dir).experiment_config().display()
                 ));
                 continue;
             }
@@ -406,9 +421,16 @@ fn same_images(
     Ok(())
 }
 
-/// The names of the cells of `dir`'s grid that have not finished, and the number of cells in
-/// the grid; `None` for a folder without `experiment.toml` (a report over hand-made results).
-fn unfinished_cells(dir: &Path, warnings: &mut Vec<String>) -> Option<(Vec<String>, usize)> {
+/// The cells of an experiment folder's grid (`experiment.toml`), by name.
+struct Grid {
+    names: std::collections::HashSet<String>,
+    /// Those not finished, in grid order.
+    unfinished: Vec<String>,
+}
+
+/// The cells of `dir`'s grid; `None` for a folder without `experiment.toml` (a report over
+/// hand-made results) or with one that cannot be read (a warning says so).
+fn grid_cells_of(dir: &Path, warnings: &mut Vec<String>) -> Option<Grid> {
     let path = RunLayout::new(dir).experiment_config();
     if !path.exists() {
         return None;
@@ -446,7 +468,10 @@ fn unfinished_cells(dir: &Path, warnings: &mut Vec<String>) -> Option<(Vec<Strin
             )),
         }
     }
-    Some((names, cells.len()))
+    Some(Grid {
+        names: cells.into_iter().map(|c| c.name).collect(),
+        unfinished: names,
+    })
 }
 
 /// The paper's numbers (CIFAR-10, ResNet-18 student, TRADES WRN-34-10 teacher, ε = 8/255, best

@@ -45,7 +45,7 @@ pub enum TrainError {
          another run directory (out)",
         out.display(),
         changed.join(", "),
-        out.display()
+        crate::io::shell_word(out)
     )]
     OtherRun {
         out: std::path::PathBuf,

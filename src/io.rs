@@ -49,6 +49,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .ok_or_else(|| std::io::Error::other(format!("{} has no file name", path.display())))?;
     let (tmp, mut f) = create_temp(dir, &name.to_string_lossy())?;
+    // A file replaced keeps its permission bits (a 0600 checkpoint stays 0600).
+    if let Ok(old) = std::fs::metadata(path) {
+        let _ = f.set_permissions(old.permissions());
+    }
     let written = f.write_all(bytes).and_then(|_| f.sync_all());
     drop(f);
     if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, path)) {
@@ -126,6 +130,23 @@ pub fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     }
 }
 
+/// [`try_lock`], trying again for up to `patience` while another process holds the lock: a
+/// process that only probes it (`rslad experiment --list-cells`) holds it for an instant.
+pub fn lock_within(
+    path: &Path,
+    patience: std::time::Duration,
+) -> std::io::Result<Option<std::fs::File>> {
+    let until = std::time::Instant::now() + patience;
+    loop {
+        match try_lock(path)? {
+            None if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            held => return Ok(held),
+        }
+    }
+}
+
 /// ENOSYS, ENOLCK, EOPNOTSUPP (Linux numbers) or an unsupported operation.
 fn locks_unsupported(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::Unsupported || matches!(e.raw_os_error(), Some(38 | 37 | 95))
@@ -181,10 +202,12 @@ fn hex(digest: &[u8]) -> String {
 pub fn shell_word(path: &Path) -> String {
     let s = path.to_string_lossy();
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:=@%".contains(c);
-    if !s.is_empty() && s.chars().all(plain) {
-        s.into_owned()
+    // A leading `-` would be read as an option, a leading `=` is expanded by zsh.
+    let prefix = if s.starts_with('-') { "./" } else { "" };
+    if s.chars().all(plain) && !s.is_empty() && !s.starts_with('=') {
+        format!("{prefix}{s}")
     } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
+        format!("{prefix}'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -199,5 +222,7 @@ mod tests {
         assert_eq!(shell_word(Path::new("my runs/a")), "'my runs/a'");
         assert_eq!(shell_word(Path::new("it's $HOME")), r"'it'\''s $HOME'");
         assert_eq!(shell_word(Path::new("")), "''");
+        assert_eq!(shell_word(Path::new("-run")), "./-run");
+        assert_eq!(shell_word(Path::new("=x")), "'=x'");
     }
 }

@@ -1106,6 +1106,13 @@ fn best_only_and_blackbox_seeds_are_honoured() {
     let rep = report::collect(std::slice::from_ref(&out)).unwrap();
     assert!(rep.unfinished.is_empty(), "{:?}", rep.unfinished);
     assert_eq!(rep.white_box[0].n_examples, 32);
+    // Results shared without their weights are finished results, not cells to do.
+    let shared = out.join("cells/cnn-small-natural-s0/best.safetensors");
+    let weights = std::fs::read(&shared).unwrap();
+    std::fs::remove_file(&shared).unwrap();
+    let without = report::collect(std::slice::from_ref(&out)).unwrap();
+    assert!(without.unfinished.is_empty(), "{:?}", without.unfinished);
+    std::fs::write(&shared, weights).unwrap();
     assert!(!report::markdown(&rep).contains("Not finished"));
     let cells = out.join("cells");
     for (name, blackbox) in [
@@ -1136,6 +1143,7 @@ fn best_only_and_blackbox_seeds_are_honoured() {
     .unwrap();
     std::fs::remove_file(s1.join("cell.json")).unwrap();
     let s1_cell = cfg.cells(&out).unwrap().pop().unwrap();
+    assert_eq!(s1_cell.name, "cnn-small-natural-s1");
     assert_eq!(
         experiment::progress(&out, &s1_cell).as_deref(),
         Some("trained; evaluation left")

@@ -793,6 +793,15 @@ fn shards_are_checked_before_merging() {
     assert!(err.contains("4 example"), "{err}");
     let b = shard(4..8, "1111", "1x00", &["1100", "1000"]);
     assert!(merge_shards(vec![a.clone(), b]).is_err());
+    // Robust where the clean prediction is wrong: no attack run by rslad records that.
+    for (aa, stages) in [("1000", ["1000", "1000"]), ("0000", ["1000", "0000"])] {
+        let b = shard(4..8, "0111", aa, &stages);
+        let err = merge_shards(vec![a.clone(), b]).unwrap_err().to_string();
+        assert!(
+            err.contains("example 4") && err.contains("misclassified"),
+            "{err}"
+        );
+    }
     // A shard whose examples were all misclassified ran no stage: its stages are its outcome.
     let b = shard(4..8, "0000", "0000", &[]);
     let m = merge_shards(vec![a.clone(), b]).unwrap();
@@ -1549,6 +1558,47 @@ fn outputs_never_replace_their_inputs() {
     refused(
         &["export", "--checkpoint", s(&ckpt), "--out", s(&ckpt)],
         "is an input of this command",
+    );
+    // Also when named through a folder that does not exist yet: `new/..` is no folder.
+    let sneaky = ckpt
+        .parent()
+        .unwrap()
+        .join("not-yet/../")
+        .join(ckpt.file_name().unwrap());
+    refused(
+        &["export", "--checkpoint", s(&ckpt), "--out", s(&sneaky)],
+        "is an input of this command",
+    );
+    run(&sneaky, "is an input of this command");
+    assert!(!ckpt.parent().unwrap().join("not-yet").exists());
+    // A training run's checkpoint is the run's: an import or export never replaces it.
+    let run_dir = root.join("a-run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("state.json"), "{}").unwrap();
+    let kept = run_dir.join("best.safetensors");
+    std::fs::copy(&ckpt, &kept).unwrap();
+    refused(
+        &["export", "--checkpoint", s(&ckpt), "--out", s(&kept)],
+        "is a file of the training run",
+    );
+    // The torch format is safetensors: never under a torch.save name, and a torch.save file
+    // under a safetensors name is said to be one.
+    refused(
+        &[
+            "export",
+            "--checkpoint",
+            s(&ckpt),
+            "--out",
+            s(&root.join("w.pt")),
+        ],
+        "name it .safetensors",
+    );
+    let zip = root.join("zip.safetensors");
+    std::fs::write(&zip, b"PK\x03\x04 the rest of a torch.save archive").unwrap();
+    let out = root.join("z.safetensors");
+    refused(
+        &["export", "--checkpoint", s(&zip), "--out", s(&out)],
+        "it is a PyTorch file",
     );
     let import = |out: &Path, needle: &str| {
         refused(

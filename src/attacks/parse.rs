@@ -70,12 +70,12 @@ fn items(list: &str) -> Vec<String> {
             registry::lookup(&name.trim().to_ascii_lowercase())
                 .is_some_and(|e| matches!(e.input, Input::Path))
         });
-        let path_of = |item: &str| std::path::PathBuf::from(item.split_once(':').unwrap().1);
-        if takes_path && !path_of(&item).exists() {
+        let path_of = |item: &str| std::path::PathBuf::from(item.split_once(':').unwrap().1.trim());
+        if takes_path && !path_of(&item).is_file() {
             let mut joined = item.clone();
             for (k, piece) in pieces[i..].iter().enumerate() {
                 joined = format!("{joined},{piece}");
-                if path_of(&joined).exists() {
+                if path_of(&joined).is_file() {
                     item = joined;
                     i += k + 1;
                     break;

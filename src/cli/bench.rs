@@ -288,10 +288,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        if torch {
-            "yes"
-        } else {
-            "no (python3 cannot import torch)"
+        match (torch, args.no_pytorch) {
+            (true, _) => "yes",
+            (false, true) => "no (--no-pytorch)",
+            (false, false) => "no (python3 cannot import torch)",
         }
     );
     let torchattacks = torch

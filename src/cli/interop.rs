@@ -107,10 +107,11 @@ pub struct ExportArgs {
     /// An rslad checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// torch: safetensors with the PyTorch reference definition's keys.
+    /// torch: safetensors with the PyTorch reference definition's keys; onnx: an ONNX graph
+    /// with the weights embedded.
     #[arg(long, default_value = "torch")]
     format: String,
-    /// Key layout (default: the model's reference definition).
+    /// Key layout of the torch format (default: the model's reference definition).
     #[arg(long)]
     layout: Option<String>,
     #[arg(long)]
@@ -124,6 +125,22 @@ pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
         _ => super::output::Kind::Safetensors,
     };
     super::output::check("--out", &args.out, &[args.checkpoint.as_path()], kind)?;
+    if args.format == "onnx" && args.layout.is_some() {
+        bail!("--layout names the torch format's keys; an ONNX graph has no key layout");
+    }
+    // The torch format is a safetensors file: under a torch.save name, `torch.load` and
+    // `rslad import` would both take it for a pickle.
+    let ext = args
+        .out
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase());
+    if args.format == "torch" && matches!(ext.as_deref(), Some("pt" | "pth" | "bin" | "ckpt")) {
+        bail!(
+            "--out {}: the torch format is a safetensors file (load it with \
+             safetensors.torch.load_file); name it .safetensors",
+            args.out.display()
+        );
+    }
     let model = rslad::models::load_model(&args.checkpoint, &device, None)?;
     let layout: Option<Layout> = args.layout.as_deref().map(str::parse).transpose()?;
     match args.format.as_str() {

@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 /// What an existing file at the output path must already be to be replaced.
 #[derive(Clone, Copy)]
@@ -62,10 +62,42 @@ fn safetensors_header(path: &Path) -> bool {
         && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&header).is_ok()
 }
 
-/// Refuses `out` (given as `flag`) when it is a directory, one of `inputs`, or an existing
-/// file that is not of `kind`.
+/// `path` as it will name a file once its missing folders are created: a folder that does
+/// not exist yet followed by `..` is no folder at all (`new/../ckpt` is `ckpt`), which the
+/// file system cannot say before `new` is made.
+fn as_written(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir if !out.as_os_str().is_empty() && !out.exists() => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Whether `path` is a checkpoint a training run keeps (its folder holds the run's
+/// `state.json` or an experiment cell's `cell.json`): training writes it, nothing else may.
+fn in_a_run(path: &Path) -> bool {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let layout = rslad::train::RunLayout::new(dir);
+    path.exists() && (layout.state().is_file() || layout.cell_record().is_file())
+}
+
+/// Refuses `out` (given as `flag`) when it is a directory, one of `inputs`, a checkpoint of a
+/// training run, or an existing file that is not of `kind`.
 pub fn check(flag: &str, out: &Path, inputs: &[&Path], kind: Kind) -> anyhow::Result<()> {
     let shown = out.display();
+    let out = &as_written(out);
     if out.is_dir() {
         bail!("{flag} {shown}: is a directory; give a file's path");
     }
@@ -73,6 +105,12 @@ pub fn check(flag: &str, out: &Path, inputs: &[&Path], kind: Kind) -> anyhow::Re
         bail!(
             "{flag} {shown}: is an input of this command ({}); give another path",
             input.display()
+        );
+    }
+    if matches!(kind, Kind::Safetensors) && in_a_run(out) {
+        bail!(
+            "{flag} {shown}: is a file of the training run in {}; give a path outside it",
+            out.parent().map_or(Path::new("."), |p| p).display()
         );
     }
     // An empty file (`mktemp`, `touch`) holds nothing to lose.

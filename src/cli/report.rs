@@ -59,6 +59,13 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         );
     }
     let out = args.out.clone().unwrap_or_else(|| args.inputs[0].clone());
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "--out {}: is a file; the report is a folder (report.md, results.json, results.csv \
+             and the plots): give a folder's path",
+            out.display()
+        );
+    }
     let files = report::write(&rep, &out)?;
     print!("{}", report::markdown(&rep));
     for f in files {

@@ -9,13 +9,13 @@ const PIXELS: usize = 3 * 32 * 32;
 /// Records per file in the official release; other counts are accepted (tests use small files).
 const RECORDS_PER_FILE: usize = 10_000;
 
-/// The other CIFAR whose first file is in `dir`, when `kind`'s is not: a dataset named wrong.
+/// The other CIFAR, when `dir` holds its files and none of `kind`'s: a dataset named wrong.
 fn other_cifar(kind: DatasetKind, dir: &Path) -> Option<DatasetKind> {
-    let (other, its_file) = match kind {
-        DatasetKind::Cifar10 => (DatasetKind::Cifar100, "train.bin"),
-        _ => (DatasetKind::Cifar10, "data_batch_1.bin"),
+    let (other, its_file, own) = match kind {
+        DatasetKind::Cifar10 => (DatasetKind::Cifar100, "train.bin", "test_batch.bin"),
+        _ => (DatasetKind::Cifar10, "data_batch_1.bin", "test.bin"),
     };
-    dir.join(its_file).is_file().then_some(other)
+    (dir.join(its_file).is_file() && !dir.join(own).is_file()).then_some(other)
 }
 
 pub(super) fn load(

@@ -74,6 +74,11 @@ pub enum ShardDefect {
         recorded: f64,
         from_outcomes: f64,
     },
+    #[error(
+        "{what} counts example {id} robust, which is misclassified without attack (an edited \
+         result file: only correctly classified examples are attacked)"
+    )]
+    RobustNotClean { what: String, id: u64 },
 }
 
 /// Merges the shards of one evaluation (same checkpoint, attacks and ε; disjoint examples)
@@ -334,10 +339,27 @@ pub fn check_outcomes(s: &EvalResults) -> Result<(), ShardDefect> {
         }
     };
     check("clean", &s.clean)?;
+    let within_clean = |what: &str, flags: &str| {
+        let broken = s
+            .clean
+            .chars()
+            .zip(flags.chars())
+            .position(|(c, r)| c == '0' && r == '1');
+        match broken {
+            Some(i) => Err(ShardDefect::RobustNotClean {
+                what: what.to_string(),
+                id: s.example_ids[i],
+            }),
+            None => Ok(()),
+        }
+    };
     for a in &s.attacks {
         check(&a.name, &a.robust)?;
+        within_clean(&a.name, &a.robust)?;
         for st in &a.stages {
-            check(&format!("{} stage {}", a.name, st.name), &st.robust)?;
+            let what = format!("{} stage {}", a.name, st.name);
+            check(&what, &st.robust)?;
+            within_clean(&what, &st.robust)?;
         }
     }
     Ok(())

@@ -254,7 +254,7 @@ pub fn run_cell(
     std::fs::create_dir_all(layout.root()).map_err(io_err(layout.root()))?;
     // Two processes on one cell (an array job started twice) would evaluate it twice over.
     let lock = layout.cell_lock();
-    let _held = crate::io::try_lock(&lock)
+    let _held = crate::io::lock_within(&lock, std::time::Duration::from_secs(2))
         .map_err(io_err(&lock))?
         .ok_or_else(|| ExperimentError::InUse {
             cell: cell.name.clone(),
@@ -476,10 +476,14 @@ fn of_these_weights(results: &Path, ckpt: &Path, surrogate: Option<&str>) -> boo
     read_results(results).is_some_and(|r| of_weights(&r, ckpt) && !other_surrogate(&r, surrogate))
 }
 
-/// Whether `r` was computed on the weights now in `ckpt` (by the hash it recorded).
+/// Whether `r` was computed on the weights now in `ckpt` (by the hash it recorded). Weights
+/// removed since (results shared without them, or deleted to save room) contradict nothing:
+/// the results stand as recorded.
 fn of_weights(r: &EvalResults, ckpt: &Path) -> bool {
-    crate::io::sha256_file_memo(ckpt)
-        .is_ok_and(|h| r.checkpoint_sha256.as_deref() == Some(h.as_str()))
+    match crate::io::sha256_file_memo(ckpt) {
+        Ok(h) => r.checkpoint_sha256.as_deref() == Some(h.as_str()),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 /// The surrogate hashes the transfer attacks of `r` recorded.
@@ -826,7 +830,10 @@ pub fn progress(out: &Path, cell: &Cell) -> Option<String> {
             .map(|s| s.epochs_done),
     };
     let trained = match (done, cell.train_config().ok().map(|t| t.epochs)) {
-        (Some(d), Some(e)) if d >= e => Some("trained; evaluation left".to_string()),
+        (Some(d), Some(e)) if d == e => Some("trained; evaluation left".to_string()),
+        (Some(d), Some(e)) if d > e => Some(format!(
+            "trained {d} epochs, more than the {e} the experiment file gives"
+        )),
         (Some(d), Some(e)) if d > 0 => Some(format!("trained {d} of {e} epochs")),
         _ => None,
     };

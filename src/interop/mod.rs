@@ -505,7 +505,7 @@ pub fn export_torch(
     let mut meta = HashMap::new();
     meta.insert("rslad.model".to_string(), model.spec.name.clone());
     meta.insert("rslad.layout".to_string(), layout.to_string());
-    let bytes = safetensors::serialize(views, Some(meta))?;
+    let bytes = crate::models::in_key_order(safetensors::serialize(views, Some(meta))?);
     write_atomic(path, &bytes).map_err(|source| InteropError::Write {
         path: path.to_path_buf(),
         source,

@@ -10,6 +10,7 @@ mod weights;
 mod wide_resnet;
 
 pub use layers::Activation;
+pub(crate) use weights::in_key_order;
 pub use weights::{
     check_expected, damaged_tensor, load_model, peek_spec, save_model, WeightsError,
 };

@@ -90,6 +90,17 @@ pub(crate) fn read_header(path: &Path) -> Result<Header, WeightsError> {
     let mut len_bytes = [0u8; 8];
     file.read_exact(&mut len_bytes)
         .map_err(|_| corrupt("shorter than the 8-byte header length".into()))?;
+    // torch.save writes a zip archive (`PK\x03\x04`) or, before PyTorch 1.6, a pickle
+    // (`\x80` and the protocol): the file is named wrong, not damaged.
+    if len_bytes.starts_with(b"PK\x03\x04")
+        || (len_bytes[0] == 0x80 && (2..=5).contains(&len_bytes[1]))
+    {
+        return Err(corrupt(
+            "it is a PyTorch file (torch.save), not safetensors; bring it in with `rslad import \
+             --from FILE --model MODEL --dataset DATASET --out NEW.safetensors`"
+                .into(),
+        ));
+    }
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > 100_000_000 || 8 + header_len > file_len {
         return Err(corrupt(format!(
@@ -412,30 +423,52 @@ pub fn save_model(
         .save_into(&mut store)
         .map_err(|e| write_err(e.to_string()))?;
     let bytes = store.get_bytes().map_err(|e| write_err(e.to_string()))?;
-    let bytes = sorted_header(&bytes)
-        .ok_or_else(|| write_err("the safetensors header written is not a JSON object".into()))?;
+    drop(store);
+    let bytes = in_key_order(bytes);
     crate::io::write_atomic(path, &bytes).map_err(|e| WeightsError::Io {
         path: path.to_path_buf(),
         source: e,
     })
 }
 
-/// A safetensors file with its header's keys in order: the writer lists the metadata in a
-/// hash map's order, which differs from one save to the next. Data offsets count from the end
-/// of the header, so a header of another length moves nothing.
-fn sorted_header(bytes: &[u8]) -> Option<Vec<u8>> {
-    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-    let end = 8usize.checked_add(n)?;
-    let serde_json::Value::Object(header) = serde_json::from_slice(bytes.get(8..end)?).ok()? else {
-        return None;
+/// A safetensors file (as `safetensors::serialize` writes it) with its header's keys in
+/// order: the writer lists the metadata in a hash map's order, which differs from one save to
+/// the next, and a file's SHA-256 should name what it holds. The header keeps its length (the
+/// same keys and values), so it is rewritten in place and no data offset moves; bytes that are
+/// not a safetensors file are returned as they are.
+pub(crate) fn in_key_order(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(n) = bytes
+        .get(..8)
+        .map(|n| u64::from_le_bytes(n.try_into().expect("8 bytes")) as usize)
+    else {
+        return bytes;
     };
-    // serde_json's map is ordered by key: every object is written in key order.
-    let sorted: BTreeMap<String, serde_json::Value> = header.into_iter().collect();
-    let mut text = serde_json::to_vec(&sorted).expect("a parsed header serialises");
-    text.resize(text.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - end);
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&bytes[end..]);
-    Some(out)
+    let Some(header) = 8usize.checked_add(n).and_then(|end| bytes.get(8..end)) else {
+        return bytes;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let mut text = serde_json::to_vec(&sorted(value)).expect("a parsed header serialises");
+    if text.len() <= n {
+        // The writer pads with spaces to a multiple of 8; so does this.
+        text.resize(n, b' ');
+        bytes[8..8 + n].copy_from_slice(&text);
+    }
+    bytes
+}
+
+/// `value` with every object's keys in order, whatever map serde_json is built with.
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let ordered: BTreeMap<String, serde_json::Value> =
+                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            serde_json::Value::Object(ordered.into_iter().collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
 }

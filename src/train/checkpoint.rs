@@ -346,7 +346,7 @@ fn save_velocity(sgd: &Sgd, path: &Path) -> Result<(), CheckpointError> {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
-    write_atomic(path, &bytes).map_err(io_err(path))
+    write_atomic(path, &crate::models::in_key_order(bytes)).map_err(io_err(path))
 }
 
 /// Reads the optimizer state; every tensor must be the F32 velocity of one of the model's

@@ -453,6 +453,29 @@ settings! {
     iad_begin: usize, Method;
 }
 
+/// Settings from a TOML file's text. A run's recorded `config.toml` (every setting resolved,
+/// the method's in a `[method]` table, and what rslad wrote: `out`, `backend`,
+/// `rslad_version`, and `kl_scale`, which follows from the dataset and the KL reduction)
+/// repeats that run: its method table is read as top-level settings and rslad's records are
+/// dropped (a new run names its own directory).
+fn settings_from(text: &str) -> Result<TrainOverrides, toml::de::Error> {
+    let mut table: toml::Table = text.parse()?;
+    let Some(toml::Value::Table(method)) = table.remove("method") else {
+        return toml::from_str(text);
+    };
+    for (key, value) in method {
+        match key.as_str() {
+            "kl_scale" => {}
+            "name" => drop(table.insert("method".into(), value)),
+            _ => drop(table.insert(key, value)),
+        }
+    }
+    for written in ["out", "backend", "rslad_version"] {
+        table.remove(written);
+    }
+    table.try_into()
+}
+
 impl TrainOverrides {
     /// Reads a TOML file; unknown keys are an error naming them.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
@@ -460,7 +483,7 @@ impl TrainOverrides {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Toml {
+        settings_from(&text).map_err(|source| ConfigError::Toml {
             path: Some(path.to_path_buf()),
             source,
         })
@@ -468,7 +491,7 @@ impl TrainOverrides {
 
     /// Reads TOML text (a config file's content).
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Toml { path: None, source })
+        settings_from(text).map_err(|source| ConfigError::Toml { path: None, source })
     }
 
     /// Fills in defaults and checks every value.
@@ -803,6 +826,28 @@ mod tests {
             out: Some("/tmp/x".into()),
             ..Default::default()
         }
+    }
+
+    /// A run's recorded config.toml, given as `--config`, repeats the run in a new directory.
+    #[test]
+    fn a_recorded_config_repeats_its_run() {
+        let mut o = base();
+        o.method = Some("rslad".into());
+        o.teacher = Some("/tmp/teacher.safetensors".into());
+        o.beta = Some(3.0);
+        o.epochs = Some(7);
+        let first = o.resolve().unwrap();
+        let read = TrainOverrides::from_toml_str(&first.to_toml()).unwrap();
+        assert_eq!(read.out, None);
+        let mut again = read
+            .merged(TrainOverrides {
+                out: Some("/tmp/y".into()),
+                ..Default::default()
+            })
+            .resolve()
+            .unwrap();
+        again.out = first.out.clone();
+        assert_eq!(again, first);
     }
 
     /// Every setting a method's registry entry says it reads is a setting of this table.

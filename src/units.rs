@@ -36,7 +36,8 @@ pub fn parse_fraction(s: &str) -> Result<f64, UnitsError> {
     if !value.is_finite() {
         return Err(UnitsError::NotFinite(s.to_string()));
     }
-    Ok(value)
+    // `-0` is 0 (printed as 0, not -0).
+    Ok(if value == 0.0 { 0.0 } else { value })
 }
 
 /// An ε on the [0,1] pixel scale: non-negative and at most 1.
@@ -153,6 +154,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("[0,1] pixel scale"));
+        assert!(parse_eps("-0").unwrap().is_sign_positive());
     }
 
     #[test]

@@ -783,6 +783,27 @@ fn report_refuses_mixed_settings_and_shows_every_column() {
     let md = report::markdown(&rep);
     assert!(md.contains("| AA | PGD-3 |"), "{md}");
     assert!(md.contains("| 25.00 (45.83) | 50.00 |"), "{md}");
+    // A seed without an attack's result: that column is over the other seeds, and said so.
+    let mut clean_only = r.clone();
+    clean_only.attacks.clear();
+    write_cell(
+        &a,
+        "resnet18-sat-s1",
+        "student",
+        "sat",
+        1,
+        "eval-best.json",
+        &clean_only,
+    );
+    let rep = report::collect(std::slice::from_ref(&a)).unwrap();
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("seeds [1] have no AA result")),
+        "{:?}",
+        rep.warnings
+    );
+    std::fs::remove_dir_all(a.join("cells/resnet18-sat-s1")).unwrap();
     let write_b = |r: &EvalResults| {
         write_cell(
             &b,

@@ -1414,6 +1414,11 @@ fn bench_and_iad_settings_are_validated() {
     bench(&["--reps", "1000000000000"], "at most 10000");
     bench(&["--batch-size", "1000000000"], "at most 4096");
     bench(&["--aa-steps", "0"], "--aa-steps");
+    bench(&["--aa-only", "--aa-images", "0"], "would time nothing");
+    bench(
+        &["--eval-checkpoint", s(&ckpt), "--aa-images", "0"],
+        "--aa-images 0 turns off",
+    );
     bench(&["--model", "cnn-small,foo"], "foo");
     let steps = root.join("steps");
     let mut args = tiny_train(&data, &steps);
@@ -1617,6 +1622,22 @@ fn outputs_never_replace_their_inputs() {
         )
     };
     import(&ckpt, "is an input of this command");
+    refused(
+        &[
+            "import",
+            "--from",
+            s(&ckpt),
+            "--model",
+            "cnn-small",
+            "--dataset",
+            "fashion-mnist",
+            "--verify-examples",
+            "5",
+            "--out",
+            s(&root.join("v.safetensors")),
+        ],
+        "give that too",
+    );
     import(&labels, "exists and is not a safetensors file");
     assert_eq!(std::fs::read(&labels).unwrap(), labels_before);
     // An rslad checkpoint needs no import: said so, not listed as 17 unexpected keys.

@@ -271,6 +271,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             anyhow::bail!("{flag} 0 would run no attack; give at least 1");
         }
     }
+    if args.aa_images == 0 && args.aa_only {
+        anyhow::bail!("--aa-only with --aa-images 0 would time nothing; give at least 1 image");
+    }
+    if args.aa_images == 0 && args.eval_checkpoint.is_some() {
+        anyhow::bail!(
+            "--eval-checkpoint is attacked in the AA rows, which --aa-images 0 turns off; give \
+             at least 1 image"
+        );
+    }
     if let Some(p) = &args.eval_checkpoint {
         bench::check_aa_fit(p, &rslad::models::peek_spec(p)?)
             .map_err(|e| anyhow::anyhow!("--eval-checkpoint {e}"))?;

@@ -46,6 +46,9 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
         &inputs,
         super::output::Kind::Safetensors,
     )?;
+    if args.verify_examples.is_some() && args.verify_dataset.is_none() {
+        bail!("--verify-examples counts the test images of --verify-dataset; give that too");
+    }
     if args.verify_examples == Some(0) {
         bail!("--verify-examples 0 verifies nothing; give at least 1 (or leave it out for all)");
     }
@@ -53,7 +56,19 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
     let spec = ModelSpec::for_dataset(args.model.parse()?, kind);
     spec.check_size().map_err(anyhow::Error::msg)?;
     let layout: Option<Layout> = args.layout.as_deref().map(str::parse).transpose()?;
-    let (model, report) = interop::import(&args.from, &spec, layout, &device)?;
+    let (model, report) = interop::import(&args.from, &spec, layout, &device).map_err(|e| {
+        // The dataset sets the first layer's channels and the last one's classes: the usual
+        // cause of a shape mismatch there is --dataset left at its default.
+        match e {
+            interop::InteropError::Mismatch { .. } => anyhow::anyhow!(
+                "{e}\n(built for --dataset {kind}: {} input, {} classes; weights trained on \
+                 another dataset differ in the first and last layers)",
+                spec.input,
+                spec.num_classes
+            ),
+            other => other.into(),
+        }
+    })?;
     eprintln!(
         "imported {} tensors from {} into {}",
         report.loaded,

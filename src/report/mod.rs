@@ -313,6 +313,21 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
             }
             let cols: Vec<BTreeMap<String, f64>> = results.iter().map(columns).collect();
             let (accuracy, std) = aggregate(&cols);
+            // A column some seeds lack is a mean over fewer seeds than the row lists.
+            for column in accuracy.keys() {
+                let lacking: Vec<u64> = seeds
+                    .iter()
+                    .zip(&cols)
+                    .filter(|(_, c)| !c.contains_key(column))
+                    .map(|(s, _)| *s)
+                    .collect();
+                if !lacking.is_empty() {
+                    report.warnings.push(format!(
+                        "{model} {method} ({checkpoint}): seeds {lacking:?} have no {column} \
+                         result; its column is the mean over the other seeds"
+                    ));
+                }
+            }
             for r in &results {
                 report
                     .warnings

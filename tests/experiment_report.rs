@@ -1162,6 +1162,17 @@ fn best_only_and_blackbox_seeds_are_honoured() {
         serde_json::to_string(&stale).unwrap(),
     )
     .unwrap();
+    // The report leaves them out too, and says why.
+    let rep = report::collect(std::slice::from_ref(&out)).unwrap();
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("computed on other weights")),
+        "{:?}",
+        rep.warnings
+    );
+    let student = rep.white_box.iter().find(|r| r.role == "student").unwrap();
+    assert_eq!(student.seeds, vec![0]);
     std::fs::remove_file(s1.join("cell.json")).unwrap();
     let s1_cell = cfg.cells(&out).unwrap().pop().unwrap();
     assert_eq!(s1_cell.name, "cnn-small-natural-s1");
@@ -1292,6 +1303,23 @@ fn experiment_folders_are_never_silently_mixed() {
     r.checkpoint_sha256 = own;
     std::fs::write(&best, serde_json::to_string(&r).unwrap()).unwrap();
     assert!(experiment::is_finished(&cfg, &out, &cells[1]));
+    // A student to train whose finished teacher's weights are gone (a copy without them) is
+    // told so, not sent to run a teacher cell that is finished.
+    let teacher_weights = experiment::cell_dir(&out, &cells[0]).join("best.safetensors");
+    let kept_weights = std::fs::read(&teacher_weights).unwrap();
+    std::fs::remove_file(&teacher_weights).unwrap();
+    let student = experiment::cell_dir(&out, &cells[1]);
+    let aside = root.join("student-aside");
+    std::fs::rename(&student, &aside).unwrap();
+    let e = run(&cfg, Some(1)).unwrap_err().to_string();
+    assert!(
+        e.contains("not there although its cell has finished"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&student).ok();
+    std::fs::rename(&aside, &student).unwrap();
+    std::fs::write(&teacher_weights, kept_weights).unwrap();
+    assert!(experiment::is_finished(&cfg, &out, &cells[1]));
     // Another attack list would not reach the finished cells: refused, naming it.
     let changed: ExperimentConfig = toml::from_str(
         &text(&data_a, "", "").replace("attacks = \"fgsm\"", "attacks = \"fgsm,pgd-sat\""),
@@ -1380,6 +1408,11 @@ fn experiment_folders_are_never_silently_mixed() {
     assert_eq!(got.clean, want.clean);
     assert_eq!(got.attacks[0].robust, want.attacks[0].robust);
     assert_eq!(got.data_sha256, want.data_sha256);
+    // A finished experiment whose data_dir now holds other test images is refused, by name,
+    // before a cell trains or evaluates on them.
+    let moved: ExperimentConfig = toml::from_str(&text(&data_b, "", "")).unwrap();
+    let e = run(&moved, None).unwrap_err().to_string();
+    assert!(e.contains("holds other test images than cell"), "{e}");
 
     // A comma in the surrogate's path would split the attack list that names it.
     let with_surrogate: ExperimentConfig = toml::from_str(&format!(

@@ -1148,6 +1148,68 @@ fn messages_say_what_is_wrong() {
 
 // ---- found by trying more bad inputs --------------------------------------------------------
 
+/// `train --config RUN/config.toml` repeats the run: the schedule follows a new epoch count,
+/// and the teacher must be the one the run learned from.
+#[test]
+fn a_run_repeated_from_its_config_is_the_same_run() {
+    let (root, data, ckpt) = setup("repeat-run");
+    let run = trained_run(&root, &data);
+    let config = run.join("config.toml");
+    let again = root.join("again");
+    let (code, _, err) = rslad(&[
+        "train",
+        "--config",
+        s(&config),
+        "--out",
+        s(&again),
+        "--epochs",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let recorded = std::fs::read_to_string(again.join("config.toml")).unwrap();
+    assert!(recorded.contains("epochs = 2"), "{recorded}");
+    assert!(recorded.contains("milestones = [1, 2, 2]"), "{recorded}");
+    // A distillation run whose teacher file holds other weights since.
+    let teacher = root.join("teacher.safetensors");
+    std::fs::copy(&ckpt, &teacher).unwrap();
+    let distilled = root.join("distilled");
+    let mut args = tiny_train(&data, &distilled);
+    args.extend([
+        "--method",
+        "rslad",
+        "--teacher",
+        s(&teacher),
+        "--attack-steps",
+        "1",
+    ]);
+    let (code, _, err) = rslad(&args);
+    assert_eq!(code, 0, "{err}");
+    rewrite_checkpoint(&teacher, |_| true, 0.5);
+    let config = distilled.join("config.toml");
+    let out = root.join("distilled-again");
+    refused(
+        &["train", "--config", s(&config), "--out", s(&out)],
+        "other weights than the teacher the run",
+    );
+    assert!(!out.exists());
+}
+
+/// A run trained past the epochs asked for is not taken for the shorter run (an experiment
+/// cell extended by hand would otherwise be evaluated and recorded as the grid's).
+#[test]
+fn a_longer_run_is_never_taken_for_a_shorter_one() {
+    let (root, data, _) = setup("longer-run");
+    let run = root.join("run");
+    let mut two = tiny_train(&data, &run);
+    let at = two.iter().position(|a| *a == "--epochs").unwrap();
+    two[at + 1] = "2";
+    let (code, _, err) = rslad(&two);
+    assert_eq!(code, 0, "{err}");
+    let before = std::fs::read(run.join("best.safetensors")).unwrap();
+    refused(&tiny_train(&data, &run), "has already trained 2 epochs");
+    assert_eq!(std::fs::read(run.join("best.safetensors")).unwrap(), before);
+}
+
 /// A one-epoch natural run on the tiny data: its run directory.
 fn trained_run(root: &Path, data: &Path) -> PathBuf {
     let run = root.join("run");
@@ -1577,15 +1639,22 @@ fn outputs_never_replace_their_inputs() {
     run(&sneaky, "is an input of this command");
     assert!(!ckpt.parent().unwrap().join("not-yet").exists());
     // A training run's checkpoint is the run's: an import or export never replaces it.
-    let run_dir = root.join("a-run");
-    std::fs::create_dir_all(&run_dir).unwrap();
-    std::fs::write(run_dir.join("state.json"), "{}").unwrap();
+    let run_dir = trained_run(&root, &data);
     let kept = run_dir.join("best.safetensors");
-    std::fs::copy(&ckpt, &kept).unwrap();
     refused(
         &["export", "--checkpoint", s(&ckpt), "--out", s(&kept)],
-        "is a file of the training run",
+        "is inside the training run",
     );
+    // Nor one of its epoch checkpoints, nor a new file there.
+    let epoch = run_dir.join("ckpt/epoch-0001.safetensors");
+    refused(
+        &["export", "--checkpoint", s(&ckpt), "--out", s(&epoch)],
+        "is inside the training run",
+    );
+    // A lock file is empty, but replacing it would let a second process in.
+    let lock = run_dir.join("run.lock");
+    std::fs::write(&lock, "").unwrap();
+    run(&lock, "is a lock file");
     // The torch format is safetensors: never under a torch.save name, and a torch.save file
     // under a safetensors name is said to be one.
     refused(

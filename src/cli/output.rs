@@ -82,15 +82,26 @@ fn as_written(path: &Path) -> PathBuf {
     out
 }
 
-/// Whether `path` is a checkpoint a training run keeps (its folder holds the run's
-/// `state.json` or an experiment cell's `cell.json`): training writes it, nothing else may.
-fn in_a_run(path: &Path) -> bool {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let layout = rslad::train::RunLayout::new(dir);
-    path.exists() && (layout.state().is_file() || layout.cell_record().is_file())
+/// The training run `path` lies in (its folder, or the folder above, holds the run's
+/// `state.json` or an experiment cell's `cell.json`): training writes the checkpoints there and
+/// in its `ckpt/`, nothing else may.
+fn run_of(path: &Path) -> Option<PathBuf> {
+    path.ancestors().skip(1).take(2).find_map(|dir| {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        // rslad's own files, not any `state.json`.
+        let run = rslad::train::RunDir::new(dir)
+            .read_state()
+            .is_ok_and(|s| s.is_some());
+        let cell = std::fs::read(rslad::train::RunLayout::new(dir).cell_record())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<rslad::experiment::CellRecord>(&b).ok())
+            .is_some();
+        (run || cell).then(|| dir.to_path_buf())
+    })
 }
 
 /// Refuses `out` (given as `flag`) when it is a directory, one of `inputs`, a checkpoint of a
@@ -107,10 +118,15 @@ pub fn check(flag: &str, out: &Path, inputs: &[&Path], kind: Kind) -> anyhow::Re
             input.display()
         );
     }
-    if matches!(kind, Kind::Safetensors) && in_a_run(out) {
+    // A lock file is empty, and a second process would be let in once it is replaced.
+    if out.extension().is_some_and(|e| e == "lock") && out.exists() {
+        bail!("{flag} {shown}: is a lock file; give another path");
+    }
+    if let Some(run) = run_of(out).filter(|_| matches!(kind, Kind::Safetensors)) {
         bail!(
-            "{flag} {shown}: is a file of the training run in {}; give a path outside it",
-            out.parent().map_or(Path::new("."), |p| p).display()
+            "{flag} {shown}: is inside the training run {}, whose checkpoints training \
+             writes; give a path outside it",
+            run.display()
         );
     }
     // An empty file (`mktemp`, `touch`) holds nothing to lose.

@@ -207,11 +207,24 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         })?;
         return Ok(cfg);
     }
-    let base = match &args.config {
+    let mut base = match &args.config {
         Some(p) => TrainOverrides::from_toml_file(p)?,
         None => TrainOverrides::default(),
     };
-    base.merged(args.settings()?).resolve().map_err(|e| {
+    let flags = args.settings()?;
+    // A recorded run's milestones are the default schedule of its epoch count: repeated for
+    // another count, the schedule follows it, as it would for a new run.
+    let recorded = args.config.as_deref().and_then(recorded_run).is_some();
+    if let (true, Some(epochs), Some(before)) = (recorded, flags.epochs, base.epochs) {
+        let default = rslad::train::config::default_milestones(before);
+        if epochs != before
+            && base.milestones.as_ref() == Some(&default)
+            && flags.milestones.is_none()
+        {
+            base.milestones = None;
+        }
+    }
+    let cfg = base.merged(flags).resolve().map_err(|e| {
         // A value from the --config file is named there, not as a flag the user never typed.
         let by_flag = e
             .key()
@@ -220,7 +233,52 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
             (Some(file), false) => anyhow::anyhow!("{}: {e}", file.display()),
             _ => with_flag(e),
         }
-    })
+    })?;
+    // A teacher given by flag is the user's choice, not the recorded run's.
+    let teacher_flag = args.given.iter().any(|(k, _)| *k == "teacher");
+    if let Some(run) = args.config.as_deref().and_then(recorded_run) {
+        if !teacher_flag {
+            same_teacher(&cfg, &run)?;
+        }
+    }
+    Ok(cfg)
+}
+
+/// The run directory whose `config.toml` `path` is (its `state.json` beside it), if any.
+fn recorded_run(path: &std::path::Path) -> Option<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let state = dir.join("state.json");
+    (path.file_name()? == "config.toml" && state.is_file()).then(|| dir.to_path_buf())
+}
+
+/// A run repeated from its `config.toml` learns from the teacher the run learned from: the
+/// recorded path is relative to where that run started, and the file there may since hold
+/// other weights.
+fn same_teacher(cfg: &TrainConfig, run: &std::path::Path) -> anyhow::Result<()> {
+    let Some(teacher) = &cfg.teacher else {
+        return Ok(());
+    };
+    if !teacher.is_file() {
+        bail!(
+            "teacher {}: file not found (the path is as {} recorded it, relative to the folder \
+             that run was started in); give the teacher with --teacher",
+            teacher.display(),
+            run.join("config.toml").display()
+        );
+    }
+    let state = rslad::train::RunDir::new(run).read_state()?;
+    if state.is_some_and(|s| rslad::train::teacher_changed(&s, teacher)) {
+        bail!(
+            "teacher {}: other weights than the teacher the run in {} learned from (their \
+             SHA-256 differs); give that teacher with --teacher",
+            teacher.display(),
+            run.display()
+        );
+    }
+    Ok(())
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {

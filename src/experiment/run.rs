@@ -38,6 +38,13 @@ pub enum ExperimentError {
     )]
     TeacherNotTrained { cell: String, teacher: PathBuf },
     #[error(
+        "cell {cell} needs the teacher's weights {}, which are not there although its cell has \
+         finished (a copy without *.safetensors?): copy them back, or move the teacher's \
+         cell folder aside to train it again",
+        teacher.display()
+    )]
+    TeacherWeightsMissing { cell: String, teacher: PathBuf },
+    #[error(
         "cell {cell}: its black-box tables are crafted on the surrogate, and cell {surrogate} \
          has not finished: run it first (this cell's training is kept, a rerun continues)"
     )]
@@ -98,7 +105,16 @@ pub enum ExperimentError {
         path.display()
     )]
     CommaInPath { path: PathBuf },
-    #[error("there is no cell {index}: the experiment has cells 0..{count}")]
+    #[error(
+        "{} holds other test images than cell {cell} was evaluated on: point data_dir back at \
+         the folder the experiment used, or run it over in another output folder (--out)",
+        dir.display()
+    )]
+    OtherTestImages { cell: String, dir: PathBuf },
+    #[error(
+        "there is no cell {index}: the experiment has cells 0 to {} (`--list-cells` lists them)",
+        count.saturating_sub(1)
+    )]
     NoSuchCell { index: usize, count: usize },
     #[error("the experiment settings cannot be recorded as TOML: {0}")]
     Record(#[from] toml::ser::Error),
@@ -334,8 +350,9 @@ fn train_or_take(
         return Ok(checkpoints_of(cell, layout));
     }
     if let Some(teacher) = &cell.train.teacher {
+        // The teacher's cell has finished (`check_finished`, before this).
         if !teacher.is_file() {
-            return Err(ExperimentError::TeacherNotTrained {
+            return Err(ExperimentError::TeacherWeightsMissing {
                 cell: cell.name.clone(),
                 teacher: teacher.clone(),
             });
@@ -484,6 +501,24 @@ fn of_weights(r: &EvalResults, ckpt: &Path) -> bool {
         Ok(h) => r.checkpoint_sha256.as_deref() == Some(h.as_str()),
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
+}
+
+/// Whether `r`, the results `file` of the cell in `cell_dir`, were computed on other weights
+/// than the cell's checkpoint holds now (retrained, trained on, or replaced since): they are
+/// not the cell's results any more.
+pub(crate) fn results_of_other_weights(
+    cell_dir: &Path,
+    cell: &Cell,
+    file: EvalFile,
+    r: &EvalResults,
+) -> bool {
+    let c = checkpoints_of(cell, &RunLayout::new(cell_dir));
+    let ckpt = if file.checkpoint() == "last" {
+        c.last
+    } else {
+        c.best
+    };
+    !of_weights(r, &ckpt)
 }
 
 /// The surrogate hashes the transfer attacks of `r` recorded.
@@ -762,7 +797,45 @@ pub fn check(
             return Err(ExperimentError::CommaInPath { path: s });
         }
     }
+    refuse_other_test_images(cfg, out, cells)?;
     check_before_running(cfg, cells, device)
+}
+
+/// Finished cells were evaluated on the test images `data_dir` held then (their results
+/// record the images' hash): a folder that now holds other images would put new cells'
+/// results on other images beside theirs. A folder that cannot be read is the run's error
+/// to give, when a cell reads it.
+fn refuse_other_test_images(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    cells: &[Cell],
+) -> Result<(), ExperimentError> {
+    let recorded: Vec<(&Cell, String)> = cells
+        .iter()
+        .filter_map(|c| {
+            let r = read_results(&cell_layout(out, c).eval(EvalFile::Best))?;
+            Some((c, r.data_sha256?))
+        })
+        .collect();
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    let Ok(kind) = cfg.kind() else {
+        return Ok(());
+    };
+    let split = crate::data::Split::Test;
+    let Ok(test) = crate::data::load(kind, cfg.data_dir.as_deref(), split, Some(cfg.eval_count()))
+    else {
+        return Ok(());
+    };
+    let now = test.sha256();
+    match recorded.iter().find(|(_, h)| *h != now) {
+        Some((cell, _)) => Err(ExperimentError::OtherTestImages {
+            cell: cell.name.clone(),
+            dir: cfg.data_dir.clone().unwrap_or_else(|| kind.default_dir()),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The cells of the experiment, once everything that can be checked before a cell runs is

@@ -290,9 +290,19 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
         for file in EvalFile::ALL {
             let (checkpoint, black) = (file.checkpoint(), file.black_box());
             let mut read = Vec::new();
-            for (s, p, _) in members.iter() {
+            for (s, p, rec) in members.iter() {
                 let path = RunLayout::new(p).eval(file);
                 if let Some(r) = read_results(&path, &mut report.warnings) {
+                    if crate::experiment::results_of_other_weights(p, &rec.cell, file, &r) {
+                        report.warnings.push(format!(
+                            "{}: computed on other weights than the cell's {} checkpoint \
+                             holds now (trained on or replaced since); left out until \
+                             `rslad experiment` evaluates them again",
+                            path.display(),
+                            file.checkpoint()
+                        ));
+                        continue;
+                    }
                     same_setting(&mut setting, &path, (&r.dataset, r.eps))?;
                     same_images(&mut images, &path, &r)?;
                     read.push((*s, r));

@@ -52,6 +52,16 @@ pub enum TrainError {
         changed: Vec<String>,
     },
     #[error(
+        "{} has already trained {done} epochs, more than the {epochs} asked for: ask for at \
+         least {done} to continue it, or start over in another run directory (out)",
+        out.display()
+    )]
+    MoreEpochs {
+        out: std::path::PathBuf,
+        done: usize,
+        epochs: usize,
+    },
+    #[error(
         "{} holds a run that learned from other teacher weights than those now in {}; \
          restore that teacher, or start the run over in another run directory (out)",
         out.display(),
@@ -250,6 +260,14 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
         }
         return Ok(());
     };
+    // Its weights are those of a longer run: recording them as a shorter one's would be false.
+    if state.epochs_done > cfg.epochs {
+        return Err(TrainError::MoreEpochs {
+            out: cfg.out.clone(),
+            done: state.epochs_done,
+            epochs: cfg.epochs,
+        });
+    }
     let (text, path) = match &state.settings {
         Some(text) => (text.clone(), dir.layout.state()),
         None => match std::fs::read_to_string(dir.config_path()) {

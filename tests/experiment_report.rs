@@ -1180,6 +1180,24 @@ fn best_only_and_blackbox_seeds_are_honoured() {
         experiment::progress(&out, &s1_cell).as_deref(),
         Some("trained; evaluation left")
     );
+    // Trained under other settings than the file gives now: the cell's folder is named, with
+    // what changed (not `rslad train --resume`, which is no advice for a cell).
+    let other_lr: ExperimentConfig =
+        toml::from_str(&text.replace("batch_size = 32", "batch_size = 32\nlr = 0.05")).unwrap();
+    let e = experiment::run(
+        &other_lr,
+        &out,
+        Some(s1_cell.index),
+        &device(),
+        &mut Log::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("holds its training under other settings") && e.contains("lr: "),
+        "{e}"
+    );
+    assert!(!e.contains("--resume"), "{e}");
     experiment::run(&cfg, &out, None, &device(), &mut Log::default()).unwrap();
     assert_eq!(
         read().checkpoint_sha256.unwrap(),
@@ -1330,6 +1348,9 @@ fn experiment_folders_are_never_silently_mixed() {
         e.contains("other evaluation settings") && e.contains("pgd-sat"),
         "{e}"
     );
+    // `--list-cells` says so too, rather than listing the cells as finished.
+    let e = experiment::check(&changed, &out, &changed.cells(&out).unwrap(), &d).unwrap_err();
+    assert!(e.to_string().contains("other evaluation settings"), "{e}");
     // While another process runs a cell (nothing finished yet), a run under other settings
     // leaves the experiment's record alone.
     let fresh = root.join("out-fresh");

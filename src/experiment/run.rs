@@ -49,6 +49,18 @@ pub enum ExperimentError {
          has not finished: run it first (this cell's training is kept, a rerun continues)"
     )]
     SurrogateNotTrained { cell: String, surrogate: String },
+    #[error(
+        "cell {cell}: {} holds its training under other settings than the experiment file \
+         gives now ({}); restore those settings, or move the folder aside to train the cell \
+         again",
+        folder.display(),
+        changed.join(", ")
+    )]
+    CellOtherRun {
+        cell: String,
+        folder: PathBuf,
+        changed: Vec<String>,
+    },
     #[error("cell {cell}: {source}")]
     Train {
         cell: String,
@@ -359,9 +371,17 @@ fn train_or_take(
         }
     }
     let tc = cell.train_config()?;
-    train::run(&tc, device, observer).map_err(|source| ExperimentError::Train {
-        cell: cell.name.clone(),
-        source,
+    train::run(&tc, device, observer).map_err(|source| match source {
+        // `rslad train --resume` is no advice for a cell.
+        TrainError::OtherRun { changed, .. } => ExperimentError::CellOtherRun {
+            cell: cell.name.clone(),
+            folder: layout.root().to_path_buf(),
+            changed,
+        },
+        source => ExperimentError::Train {
+            cell: cell.name.clone(),
+            source,
+        },
     })?;
     Ok(checkpoints_of(cell, layout))
 }
@@ -781,8 +801,9 @@ fn eval_request(
     }
 }
 
-/// Everything about the experiment file that can be checked without its outputs: settings,
-/// the attack list and the given checkpoints (`--list-cells` checks these too).
+/// Everything about the experiment file that can be checked before a cell runs: settings,
+/// the attack list, the given checkpoints, and that finished cells were evaluated with these
+/// evaluation settings on these test images (`--list-cells` checks these too).
 pub fn check(
     cfg: &ExperimentConfig,
     out: &Path,
@@ -797,6 +818,7 @@ pub fn check(
             return Err(ExperimentError::CommaInPath { path: s });
         }
     }
+    refuse_changed_evaluation(cfg, out, cells)?;
     refuse_other_test_images(cfg, out, cells)?;
     check_before_running(cfg, cells, device)
 }
@@ -862,7 +884,6 @@ pub fn prepare(
     for cell in only.map_or(&cells[..], std::slice::from_ref) {
         refuse_changed(cfg, out, cell)?;
     }
-    refuse_changed_evaluation(cfg, out, &cells)?;
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let recorded = toml::to_string(cfg)?;
     let path = RunLayout::new(out).experiment_config();

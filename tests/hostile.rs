@@ -1200,13 +1200,16 @@ fn a_run_repeated_from_its_config_is_the_same_run() {
 fn a_longer_run_is_never_taken_for_a_shorter_one() {
     let (root, data, _) = setup("longer-run");
     let run = root.join("run");
-    let mut two = tiny_train(&data, &run);
+    // One schedule for both (the default one follows the epoch count).
+    let mut one = tiny_train(&data, &run);
+    one.extend(["--milestones", "5"]);
+    let mut two = one.clone();
     let at = two.iter().position(|a| *a == "--epochs").unwrap();
     two[at + 1] = "2";
     let (code, _, err) = rslad(&two);
     assert_eq!(code, 0, "{err}");
     let before = std::fs::read(run.join("best.safetensors")).unwrap();
-    refused(&tiny_train(&data, &run), "has already trained 2 epochs");
+    refused(&one, "has already trained 2 epochs");
     assert_eq!(std::fs::read(run.join("best.safetensors")).unwrap(), before);
 }
 
@@ -1651,6 +1654,10 @@ fn outputs_never_replace_their_inputs() {
         &["export", "--checkpoint", s(&ckpt), "--out", s(&epoch)],
         "is inside the training run",
     );
+    // Beside the run, named through its folder and `..`, is outside it.
+    let beside = run_dir.join("..").join("beside.safetensors");
+    let (code, _, err) = rslad(&["export", "--checkpoint", s(&ckpt), "--out", s(&beside)]);
+    assert_eq!(code, 0, "{err}");
     // A lock file is empty, but replacing it would let a second process in.
     let lock = run_dir.join("run.lock");
     std::fs::write(&lock, "").unwrap();

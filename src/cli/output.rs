@@ -62,36 +62,44 @@ fn safetensors_header(path: &Path) -> bool {
         && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&header).is_ok()
 }
 
-/// `path` as it will name a file once its missing folders are created: a folder that does
-/// not exist yet followed by `..` is no folder at all (`new/../ckpt` is `ckpt`), which the
-/// file system cannot say before `new` is made.
+/// `path` as it will name a file once its missing folders are created, absolute: a folder
+/// that does not exist yet followed by `..` is no folder at all (`new/../ckpt` is `ckpt`),
+/// which the file system cannot say before `new` is made; the part that exists is resolved
+/// (links and `..` included) by the file system.
 fn as_written(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
+    let mut lexical = PathBuf::new();
     for part in path.components() {
         match part {
-            Component::ParentDir if !out.as_os_str().is_empty() && !out.exists() => {
-                out.pop();
+            Component::ParentDir if !lexical.as_os_str().is_empty() && !lexical.exists() => {
+                lexical.pop();
             }
             Component::CurDir => {}
-            other => out.push(other),
+            other => lexical.push(other),
         }
     }
-    if out.as_os_str().is_empty() {
-        out.push(".");
+    for existing in lexical.ancestors() {
+        let real = if existing.as_os_str().is_empty() {
+            Path::new(".").canonicalize()
+        } else {
+            existing.canonicalize()
+        };
+        if let (Ok(real), Ok(rest)) = (real, lexical.strip_prefix(existing)) {
+            // `join("")` would add a trailing `/`, which no file matches.
+            return if rest.as_os_str().is_empty() {
+                real
+            } else {
+                real.join(rest)
+            };
+        }
     }
-    out
+    lexical
 }
 
-/// The training run `path` lies in (its folder, or the folder above, holds the run's
-/// `state.json` or an experiment cell's `cell.json`): training writes the checkpoints there and
-/// in its `ckpt/`, nothing else may.
+/// The training run `path` (absolute, [`as_written`]) lies in: its folder, or the folder
+/// above, holds the run's `state.json` or an experiment cell's `cell.json`. Training writes
+/// the checkpoints there and in its `ckpt/`; nothing else may.
 fn run_of(path: &Path) -> Option<PathBuf> {
     path.ancestors().skip(1).take(2).find_map(|dir| {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
         // rslad's own files, not any `state.json`.
         let run = rslad::train::RunDir::new(dir)
             .read_state()

@@ -207,23 +207,11 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         })?;
         return Ok(cfg);
     }
-    let mut base = match &args.config {
+    let base = match &args.config {
         Some(p) => TrainOverrides::from_toml_file(p)?,
         None => TrainOverrides::default(),
     };
     let flags = args.settings()?;
-    // A recorded run's milestones are the default schedule of its epoch count: repeated for
-    // another count, the schedule follows it, as it would for a new run.
-    let recorded = args.config.as_deref().and_then(recorded_run).is_some();
-    if let (true, Some(epochs), Some(before)) = (recorded, flags.epochs, base.epochs) {
-        let default = rslad::train::config::default_milestones(before);
-        if epochs != before
-            && base.milestones.as_ref() == Some(&default)
-            && flags.milestones.is_none()
-        {
-            base.milestones = None;
-        }
-    }
     let cfg = base.merged(flags).resolve().map_err(|e| {
         // A value from the --config file is named there, not as a flag the user never typed.
         let by_flag = e

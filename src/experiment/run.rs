@@ -378,6 +378,11 @@ fn train_or_take(
             folder: layout.root().to_path_buf(),
             changed,
         },
+        TrainError::MoreEpochs { done, epochs, .. } => ExperimentError::CellOtherRun {
+            cell: cell.name.clone(),
+            folder: layout.root().to_path_buf(),
+            changed: vec![format!("epochs: {done} trained -> {epochs}")],
+        },
         source => ExperimentError::Train {
             cell: cell.name.clone(),
             source,
@@ -532,13 +537,20 @@ pub(crate) fn results_of_other_weights(
     file: EvalFile,
     r: &EvalResults,
 ) -> bool {
+    // A given checkpoint's path is recorded as written, relative to where the experiment
+    // ran: only the cell's own weights are looked at.
+    if cell.checkpoint.is_some() {
+        return false;
+    }
     let c = checkpoints_of(cell, &RunLayout::new(cell_dir));
     let ckpt = if file.checkpoint() == "last" {
         c.last
     } else {
         c.best
     };
-    !of_weights(r, &ckpt)
+    // Weights that cannot be read contradict nothing.
+    crate::io::sha256_file_memo(&ckpt)
+        .is_ok_and(|h| r.checkpoint_sha256.as_deref() != Some(h.as_str()))
 }
 
 /// The surrogate hashes the transfer attacks of `r` recorded.
@@ -832,12 +844,14 @@ fn refuse_other_test_images(
     out: &Path,
     cells: &[Cell],
 ) -> Result<(), ExperimentError> {
-    let recorded: Vec<(&Cell, String)> = cells
+    // Finished cells' results only (a killed cell's may be of earlier settings), and only
+    // those of this dataset and image count: another dataset or count is a changed setting,
+    // named as such by `refuse_changed` and `refuse_changed_evaluation`.
+    let recorded: Vec<(&Cell, EvalResults)> = cells
         .iter()
-        .filter_map(|c| {
-            let r = read_results(&cell_layout(out, c).eval(EvalFile::Best))?;
-            Some((c, r.data_sha256?))
-        })
+        .filter(|c| read_record(out, c).is_some_and(|r| r.finished))
+        .filter_map(|c| Some((c, read_results(&cell_layout(out, c).eval(EvalFile::Best))?)))
+        .filter(|(_, r)| r.data_sha256.is_some())
         .collect();
     if recorded.is_empty() {
         return Ok(());
@@ -851,7 +865,13 @@ fn refuse_other_test_images(
         return Ok(());
     };
     let now = test.sha256();
-    match recorded.iter().find(|(_, h)| *h != now) {
+    let same_setting = |r: &EvalResults| {
+        r.dataset.parse::<DatasetKind>().ok() == Some(kind) && r.example_ids.len() == test.len()
+    };
+    let other = recorded
+        .iter()
+        .find(|(_, r)| same_setting(r) && r.data_sha256.as_deref() != Some(now.as_str()));
+    match other {
         Some((cell, _)) => Err(ExperimentError::OtherTestImages {
             cell: cell.name.clone(),
             dir: cfg.data_dir.clone().unwrap_or_else(|| kind.default_dir()),

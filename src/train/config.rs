@@ -282,6 +282,17 @@ macro_rules! settings {
                 self
             }
 
+            /// `self` without `key` (a setting or a method parameter): it takes its default.
+            pub fn without(mut self, key: &str) -> Self {
+                match key {
+                    $( stringify!($key) => self.$key = None, )+
+                    _ => {
+                        self.params.remove(key);
+                    }
+                }
+                self
+            }
+
             /// The keys of the settings this layer gives.
             pub fn given(&self) -> Vec<&'static str> {
                 let mut keys = Vec::new();
@@ -456,24 +467,52 @@ settings! {
 /// Settings from a TOML file's text. A run's recorded `config.toml` (every setting resolved,
 /// the method's in a `[method]` table, and what rslad wrote: `out`, `backend`,
 /// `rslad_version`, and `kl_scale`, which follows from the dataset and the KL reduction)
-/// repeats that run: its method table is read as top-level settings and rslad's records are
-/// dropped (a new run names its own directory).
+/// repeats that run: its method table is read as top-level settings, rslad's records are
+/// dropped (a new run names its own directory), and so is every value that is what the other
+/// settings give by default (the schedule of its epoch count, a step size of its ε), so that
+/// it follows them when a flag changes them, as in a new run.
 fn settings_from(text: &str) -> Result<TrainOverrides, toml::de::Error> {
     let mut table: toml::Table = text.parse()?;
     let Some(toml::Value::Table(method)) = table.remove("method") else {
         return toml::from_str(text);
     };
     for (key, value) in method {
-        match key.as_str() {
-            "kl_scale" => {}
-            "name" => drop(table.insert("method".into(), value)),
-            _ => drop(table.insert(key, value)),
+        match (key.as_str(), value) {
+            ("kl_scale", _) => {}
+            ("name", v) => drop(table.insert("method".into(), v)),
+            ("params", toml::Value::Table(params)) => table.extend(params),
+            (_, v) => drop(table.insert(key, v)),
         }
     }
     for written in ["out", "backend", "rslad_version"] {
         table.remove(written);
     }
-    table.try_into()
+    let recorded: TrainOverrides = table.try_into()?;
+    Ok(defaults_left_out(recorded))
+}
+
+/// `recorded` without the values that resolving without them gives anyway.
+fn defaults_left_out(recorded: TrainOverrides) -> TrainOverrides {
+    // Resolving needs a run directory; the recorded one was dropped.
+    let resolve = |o: &TrainOverrides| {
+        let mut o = o.clone();
+        o.out.get_or_insert_with(|| PathBuf::from("."));
+        o.resolve().ok().map(|mut c| {
+            c.backend.clear();
+            c
+        })
+    };
+    let Some(full) = resolve(&recorded) else {
+        return recorded;
+    };
+    let mut kept = recorded.clone();
+    for key in recorded.given() {
+        let without = kept.clone().without(key);
+        if resolve(&without).as_ref() == Some(&full) {
+            kept = without;
+        }
+    }
+    kept
 }
 
 impl TrainOverrides {
@@ -828,26 +867,42 @@ mod tests {
         }
     }
 
-    /// A run's recorded config.toml, given as `--config`, repeats the run in a new directory.
+    /// A run's recorded config.toml, given as `--config`, repeats the run in a new directory;
+    /// what follows from other settings by default follows a flag that changes them.
     #[test]
     fn a_recorded_config_repeats_its_run() {
         let mut o = base();
-        o.method = Some("rslad".into());
+        o.method = Some("iad".into());
         o.teacher = Some("/tmp/teacher.safetensors".into());
         o.beta = Some(3.0);
-        o.epochs = Some(7);
-        let first = o.resolve().unwrap();
+        o.epochs = Some(40);
+        let first = o.clone().resolve().unwrap();
         let read = TrainOverrides::from_toml_str(&first.to_toml()).unwrap();
         assert_eq!(read.out, None);
-        let mut again = read
-            .merged(TrainOverrides {
-                out: Some("/tmp/y".into()),
-                ..Default::default()
-            })
-            .resolve()
-            .unwrap();
-        again.out = first.out.clone();
-        assert_eq!(again, first);
+        let resolve = |layers: &[TrainOverrides]| {
+            let mut merged = layers
+                .iter()
+                .cloned()
+                .fold(TrainOverrides::default(), |a, b| a.merged(b));
+            merged.out = first.out.clone().into();
+            let mut c = merged.resolve().unwrap();
+            c.backend.clear();
+            c
+        };
+        let mut want = first.clone();
+        want.backend.clear();
+        assert_eq!(resolve(std::slice::from_ref(&read)), want);
+        // Ten epochs instead of forty: the schedule and IAD's start follow, as in a new run;
+        // the step size follows a new eps, and the explicit beta stays.
+        let flags = TrainOverrides {
+            epochs: Some(10),
+            eps: Some(Fraction("0.2".into())),
+            ..Default::default()
+        };
+        let mut fresh = o;
+        fresh.epochs = Some(10);
+        fresh.eps = Some(Fraction("0.2".into()));
+        assert_eq!(resolve(&[read, flags]), resolve(&[fresh]));
     }
 
     /// Every setting a method's registry entry says it reads is a setting of this table.

@@ -260,14 +260,6 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
         }
         return Ok(());
     };
-    // Its weights are those of a longer run: recording them as a shorter one's would be false.
-    if state.epochs_done > cfg.epochs {
-        return Err(TrainError::MoreEpochs {
-            out: cfg.out.clone(),
-            done: state.epochs_done,
-            epochs: cfg.epochs,
-        });
-    }
     let (text, path) = match &state.settings {
         Some(text) => (text.clone(), dir.layout.state()),
         None => match std::fs::read_to_string(dir.config_path()) {
@@ -297,6 +289,14 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
         return Err(TrainError::OtherRun {
             out: cfg.out.clone(),
             changed: config::setting_changes(&old, &new, &[]),
+        });
+    }
+    // Its weights are those of a longer run: recording them as a shorter one's would be false.
+    if state.epochs_done > cfg.epochs {
+        return Err(TrainError::MoreEpochs {
+            out: cfg.out.clone(),
+            done: state.epochs_done,
+            epochs: cfg.epochs,
         });
     }
     if let Some(teacher) = &cfg.teacher {

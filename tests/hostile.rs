@@ -1646,14 +1646,18 @@ fn outputs_never_replace_their_inputs() {
     let kept = run_dir.join("best.safetensors");
     refused(
         &["export", "--checkpoint", s(&ckpt), "--out", s(&kept)],
-        "is inside the training run",
+        "is a checkpoint of the training run",
     );
     // Nor one of its epoch checkpoints, nor a new file there.
     let epoch = run_dir.join("ckpt/epoch-0001.safetensors");
     refused(
         &["export", "--checkpoint", s(&ckpt), "--out", s(&epoch)],
-        "is inside the training run",
+        "is a checkpoint of the training run",
     );
+    // A new file beside its checkpoints (an export next to them) is the user's.
+    let next_to = run_dir.join("exported.safetensors");
+    let (code, _, err) = rslad(&["export", "--checkpoint", s(&ckpt), "--out", s(&next_to)]);
+    assert_eq!(code, 0, "{err}");
     // Beside the run, named through its folder and `..`, is outside it.
     let beside = run_dir.join("..").join("beside.safetensors");
     let (code, _, err) = rslad(&["export", "--checkpoint", s(&ckpt), "--out", s(&beside)]);

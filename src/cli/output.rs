@@ -97,7 +97,7 @@ fn as_written(path: &Path) -> PathBuf {
 
 /// The training run `path` (absolute, [`as_written`]) lies in: its folder, or the folder
 /// above, holds the run's `state.json` or an experiment cell's `cell.json`. Training writes
-/// the checkpoints there and in its `ckpt/`; nothing else may.
+/// its checkpoints there and in its `ckpt/`.
 fn run_of(path: &Path) -> Option<PathBuf> {
     path.ancestors().skip(1).take(2).find_map(|dir| {
         // rslad's own files, not any `state.json`.
@@ -112,8 +112,8 @@ fn run_of(path: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Refuses `out` (given as `flag`) when it is a directory, one of `inputs`, a checkpoint of a
-/// training run, or an existing file that is not of `kind`.
+/// Refuses `out` (given as `flag`) when it is a directory, one of `inputs`, a lock file, a
+/// checkpoint of a training run, or an existing file that is not of `kind`.
 pub fn check(flag: &str, out: &Path, inputs: &[&Path], kind: Kind) -> anyhow::Result<()> {
     let shown = out.display();
     let out = &as_written(out);
@@ -131,11 +131,17 @@ pub fn check(flag: &str, out: &Path, inputs: &[&Path], kind: Kind) -> anyhow::Re
         bail!("{flag} {shown}: is a lock file; give another path");
     }
     if let Some(run) = run_of(out).filter(|_| matches!(kind, Kind::Safetensors)) {
-        bail!(
-            "{flag} {shown}: is inside the training run {}, whose checkpoints training \
-             writes; give a path outside it",
-            run.display()
-        );
+        // A new file beside the checkpoints (an export next to them) is the user's; the
+        // checkpoints, and the names training writes, are the run's.
+        let in_ckpt = out.parent() != Some(run.as_path());
+        let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if out.exists() || in_ckpt || matches!(name, "best.safetensors" | "last.safetensors") {
+            bail!(
+                "{flag} {shown}: is a checkpoint of the training run {} (or a name its \
+                 training writes); give another path",
+                run.display()
+            );
+        }
     }
     // An empty file (`mktemp`, `touch`) holds nothing to lose.
     let empty = out.metadata().is_ok_and(|m| m.len() == 0);

@@ -131,14 +131,13 @@ pub fn check(flag: &str, out: &Path, inputs: &[&Path], kind: Kind) -> anyhow::Re
         bail!("{flag} {shown}: is a lock file; give another path");
     }
     if let Some(run) = run_of(out).filter(|_| matches!(kind, Kind::Safetensors)) {
-        // A new file beside the checkpoints (an export next to them) is the user's; the
-        // checkpoints, and the names training writes, are the run's.
-        let in_ckpt = out.parent() != Some(run.as_path());
-        let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if out.exists() || in_ckpt || matches!(name, "best.safetensors" | "last.safetensors") {
+        // Training writes best, last and everything in its folders (`ckpt/`); any other
+        // file beside them (an export next to the checkpoints) is the user's.
+        let layout = rslad::train::RunLayout::new(&run);
+        let in_subfolder = out.parent() != Some(run.as_path());
+        if in_subfolder || *out == layout.best() || *out == layout.last() {
             bail!(
-                "{flag} {shown}: is a checkpoint of the training run {} (or a name its \
-                 training writes); give another path",
+                "{flag} {shown}: is a checkpoint of the training run {}; give another path",
                 run.display()
             );
         }

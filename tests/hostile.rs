@@ -1687,25 +1687,8 @@ fn outputs_never_replace_their_inputs() {
         &["export", "--checkpoint", s(&zip), "--out", s(&out)],
         "it is a PyTorch file",
     );
-    let import = |out: &Path, needle: &str| {
-        refused(
-            &[
-                "import",
-                "--from",
-                s(&ckpt),
-                "--model",
-                "cnn-small",
-                "--dataset",
-                "fashion-mnist",
-                "--out",
-                s(out),
-            ],
-            needle,
-        )
-    };
-    import(&ckpt, "is an input of this command");
-    refused(
-        &[
+    let import_with = |out: &Path, extra: &[&str], needle: &str| {
+        let mut args = vec![
             "import",
             "--from",
             s(&ckpt),
@@ -1713,13 +1696,16 @@ fn outputs_never_replace_their_inputs() {
             "cnn-small",
             "--dataset",
             "fashion-mnist",
-            "--verify-examples",
-            "5",
             "--out",
-            s(&root.join("v.safetensors")),
-        ],
-        "give that too",
-    );
+            s(out),
+        ];
+        args.extend_from_slice(extra);
+        refused(&args, needle)
+    };
+    let import = |out: &Path, needle: &str| import_with(out, &[], needle);
+    import(&ckpt, "is an input of this command");
+    let verified = root.join("v.safetensors");
+    import_with(&verified, &["--verify-examples", "5"], "give that too");
     import(&labels, "exists and is not a safetensors file");
     assert_eq!(std::fs::read(&labels).unwrap(), labels_before);
     // An rslad checkpoint needs no import: said so, not listed as 17 unexpected keys.

@@ -543,10 +543,9 @@ pub(crate) fn results_of_other_weights(
         return false;
     }
     let c = checkpoints_of(cell, &RunLayout::new(cell_dir));
-    let ckpt = if file.checkpoint() == "last" {
-        c.last
-    } else {
-        c.best
+    let ckpt = match file {
+        EvalFile::Last => c.last,
+        EvalFile::Best | EvalFile::BlackBoxBest => c.best,
     };
     // Weights that cannot be read contradict nothing.
     crate::io::sha256_file_memo(&ckpt)

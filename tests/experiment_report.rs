@@ -1264,7 +1264,8 @@ fn best_only_and_blackbox_seeds_are_honoured() {
 /// An experiment folder never mixes what it should not: a student never distills an
 /// unfinished teacher, changed evaluation settings are refused rather than silently not
 /// applied, a damaged sweep is computed again, evaluation parts of other test images are not
-/// reused, and names and paths that would split or break the grid are refused or made one.
+/// reused, other training or test images under finished cells are refused, and names and
+/// paths that would split or break the grid are refused or made one.
 #[test]
 fn experiment_folders_are_never_silently_mixed() {
     use rslad::train::layout::EvalFile;
@@ -1434,6 +1435,22 @@ fn experiment_folders_are_never_silently_mixed() {
     let moved: ExperimentConfig = toml::from_str(&text(&data_b, "", "")).unwrap();
     let e = run(&moved, None).unwrap_err().to_string();
     assert!(e.contains("holds other test images than cell"), "{e}");
+    // So is one that holds the same test images but other training images.
+    let data_c = root.join("data-c");
+    std::fs::create_dir_all(&data_c).unwrap();
+    for entry in std::fs::read_dir(&data_a).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, data_c.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let images = data_c.join("train-images-idx3-ubyte");
+    let mut bytes = std::fs::read(&images).unwrap();
+    bytes[16] ^= 0xff;
+    std::fs::write(&images, bytes).unwrap();
+    let moved: ExperimentConfig = toml::from_str(&text(&data_c, "", "")).unwrap();
+    let e = run(&moved, None).unwrap_err().to_string();
+    assert!(e.contains("holds other training images than cell"), "{e}");
 
     // A comma in the surrogate's path would split the attack list that names it.
     let with_surrogate: ExperimentConfig = toml::from_str(&format!(

@@ -1406,6 +1406,18 @@ fn report_leaves_out_what_it_cannot_trust() {
     let out = root.join("report");
     rslad::report::write(&rep, &out).unwrap();
     assert!(!root.join("escaped.svg").exists() && !root.join("curves-").exists());
+    // A report is written again over a report, never over a user's file of the same name.
+    rslad::report::write(&rep, &out).unwrap();
+    let mine = root.join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("results.csv"), "my own numbers\n").unwrap();
+    let e = rslad::report::write(&rep, &mine).unwrap_err().to_string();
+    assert!(e.contains("results.csv is already there"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("results.csv")).unwrap(),
+        "my own numbers\n"
+    );
+    assert!(!mine.join("report.md").exists());
 }
 
 #[test]
@@ -1462,6 +1474,21 @@ fn more_misleading_messages() {
         "missing.safetensors",
     );
     assert_eq!(err.matches("missing.safetensors").count(), 1, "{err}");
+    // Settings that do less than they say are named in a note, and the run goes on.
+    let run = root.join("noted");
+    let mut args = tiny_train(&data, &run);
+    assert_eq!(args[5], "--train-limit");
+    args[6] = "100";
+    args.extend(["--method", "natural", "--eps", "0.1", "--milestones", "3"]);
+    let (code, _, err) = rslad(&args);
+    assert_eq!(code, 0, "{err}");
+    for note in [
+        "--eps not used",
+        "train_limit 100 is more than the 16 training images there",
+        "milestones [3] are at or after the last epoch",
+    ] {
+        assert!(err.contains(note), "{note}: {err}");
+    }
 }
 
 #[test]

@@ -298,7 +298,8 @@ fn real_fashion_mnist_natural_run() {
 }
 
 /// A run directory resumes only the run its `state.json` records: other settings are refused
-/// even when `config.toml` is gone, and so is a teacher file that now holds other weights.
+/// even when `config.toml` is gone, and so are a teacher file that now holds other weights and
+/// other training images.
 #[test]
 fn a_run_resumes_only_with_its_settings_and_teacher() {
     let data = temp_dir("resume-guard");
@@ -361,4 +362,21 @@ fn a_run_resumes_only_with_its_settings_and_teacher() {
     let o = train("2", "0.1");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(epochs_done(&out), 2);
+    // One changed training pixel: the run is refused until the images it saw are back.
+    let images = data.join("train-images-idx3-ubyte");
+    let kept = std::fs::read(&images).unwrap();
+    let mut changed = kept.clone();
+    changed[16] ^= 0xff;
+    std::fs::write(&images, &changed).unwrap();
+    let o = train("3", "0.1");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("other training images"),
+        "{e}"
+    );
+    assert_eq!(epochs_done(&out), 2);
+    std::fs::write(&images, &kept).unwrap();
+    let o = train("3", "0.1");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(epochs_done(&out), 3);
 }

@@ -16,9 +16,10 @@ pub struct ExperimentArgs {
     /// Print the cells (for a cluster array job) and stop.
     #[arg(long, conflicts_with_all = ["cell", "jobs"])]
     list_cells: bool,
-    /// Run only cell N (from --list-cells); the teacher cell must finish before students.
-    #[arg(long, conflicts_with = "jobs")]
-    cell: Option<usize>,
+    /// Run only this cell: its number or its name from --list-cells (a name stays with its cell
+    /// when seeds or methods are added to the grid); the teacher cell must finish before students.
+    #[arg(long, conflicts_with = "jobs", value_name = "N|NAME")]
+    cell: Option<String>,
     /// Run N cells at once, each in its own process with an equal share of the CPU threads
     /// (the surrogate, then the teacher, then the students); each cell's output goes to
     /// OUT/logs/.
@@ -37,6 +38,10 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         )
     });
     let cells = cfg.cells(&out)?;
+    let only = match &args.cell {
+        Some(key) => Some(experiment::find_cell(&cells, key).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let device = rslad::backend::default_device();
     if args.list_cells {
         // A cluster lists the cells first: a bad file fails here, not in every array job. A
@@ -75,7 +80,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         let cells = experiment::prepare(&cfg, &out, None, &device).map_err(anyhow::Error::msg)?;
         in_parallel(&args, &cfg, &out, &cells, args.jobs as usize)?;
     } else {
-        experiment::run(&cfg, &out, args.cell, &device, &mut TrainProgress::new())
+        experiment::run(&cfg, &out, only, &device, &mut TrainProgress::new())
             .map_err(anyhow::Error::msg)?;
     }
     if args.cell.is_none() {

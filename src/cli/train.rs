@@ -222,6 +222,21 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
             _ => with_flag(e),
         }
     })?;
+    if !cfg.method.is_robust() {
+        let unused: Vec<String> = ["eps", "attack_steps", "attack_step_size"]
+            .iter()
+            .filter(|k| args.given.iter().any(|(g, _)| g == *k))
+            .map(|k| format!("--{}", k.replace('_', "-")))
+            .collect();
+        if !unused.is_empty() {
+            eprintln!(
+                "note: method {} trains without an attack and picks its best checkpoint on clean \
+                 accuracy: {} not used",
+                cfg.method.name,
+                unused.join(", ")
+            );
+        }
+    }
     // A teacher given by flag is the user's choice, not the recorded run's.
     let teacher_flag = args.given.iter().any(|(k, _)| *k == "teacher");
     if let Some(run) = args.config.as_deref().and_then(recorded_run) {

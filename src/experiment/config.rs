@@ -666,6 +666,38 @@ mod tests {
         assert_eq!((t.momentum, t.method.beta), (0.8, 3.0));
     }
 
+    /// `--cell` takes a number or a name; a name keeps its cell when a seed is added in front
+    /// of it, and a near miss is named back.
+    #[test]
+    fn a_cell_is_found_by_number_or_name() {
+        use crate::experiment::{find_cell, ExperimentError};
+        let one = cells("").unwrap();
+        let two: ExperimentConfig = toml::from_str(&format!("seeds = [0, 1]\n{BASE}")).unwrap();
+        let two = two.cells(Path::new("/tmp/unused")).unwrap();
+        let name = "cnn-small-rslad-s0";
+        let (i1, i2) = (
+            find_cell(&one, name).unwrap(),
+            find_cell(&two, name).unwrap(),
+        );
+        assert_eq!((one[i1].name.as_str(), two[i2].name.as_str()), (name, name));
+        assert_ne!(i1, i2, "the added seed renumbers the cells after it");
+        assert_eq!(find_cell(&one, &i1.to_string()).unwrap(), i1);
+        assert!(matches!(
+            find_cell(&one, "99"),
+            Err(ExperimentError::NoSuchCell { index: 99, .. })
+        ));
+        match find_cell(&one, "CNN-small-RSLAD-s0") {
+            Err(ExperimentError::NoCellNamed { similar, .. }) => {
+                assert_eq!(similar.as_deref(), Some(name))
+            }
+            other => panic!("{other:?}"),
+        }
+        match find_cell(&two, "cnn-small-") {
+            Err(ExperimentError::NoCellNamed { similar, .. }) => assert_eq!(similar, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// A typo in a method table's name, or a setting that is one value per cell, is refused
     /// instead of silently ignored.
     #[test]

@@ -118,16 +118,30 @@ pub enum ExperimentError {
     )]
     CommaInPath { path: PathBuf },
     #[error(
-        "{} holds other test images than cell {cell} was evaluated on: point data_dir back at \
-         the folder the experiment used, or run it over in another output folder (--out)",
-        dir.display()
+        "{} holds other {which} images than cell {cell} {}: point data_dir back at the folder \
+         the experiment used, or run it over in another output folder (--out)",
+        dir.display(),
+        if *which == "test" { "was evaluated on" } else { "was trained on" }
     )]
-    OtherTestImages { cell: String, dir: PathBuf },
+    OtherImages {
+        which: &'static str,
+        cell: String,
+        dir: PathBuf,
+    },
     #[error(
         "there is no cell {index}: the experiment has cells 0 to {} (`--list-cells` lists them)",
         count.saturating_sub(1)
     )]
     NoSuchCell { index: usize, count: usize },
+    #[error(
+        "there is no cell named {name}{}: `--list-cells` lists the cells, with their numbers \
+         and names",
+        similar.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default()
+    )]
+    NoCellNamed {
+        name: String,
+        similar: Option<String>,
+    },
     #[error("the experiment settings cannot be recorded as TOML: {0}")]
     Record(#[from] toml::ser::Error),
 }
@@ -831,6 +845,7 @@ pub fn check(
     }
     refuse_changed_evaluation(cfg, out, cells)?;
     refuse_other_test_images(cfg, out, cells)?;
+    refuse_other_training_images(out, cells)?;
     check_before_running(cfg, cells, device)
 }
 
@@ -871,12 +886,92 @@ fn refuse_other_test_images(
         .iter()
         .find(|(_, r)| same_setting(r) && r.data_sha256.as_deref() != Some(now.as_str()));
     match other {
-        Some((cell, _)) => Err(ExperimentError::OtherTestImages {
+        Some((cell, _)) => Err(ExperimentError::OtherImages {
+            which: "test",
             cell: cell.name.clone(),
             dir: cfg.data_dir.clone().unwrap_or_else(|| kind.default_dir()),
         }),
         None => Ok(()),
     }
+}
+
+/// Finished cells were trained on the training images `data_dir` held then (their run states
+/// record the images' hash, since the hashes were recorded): new cells trained on other images
+/// would sit beside them as if they were comparable. A folder that cannot be read is the run's
+/// error to give.
+fn refuse_other_training_images(out: &Path, cells: &[Cell]) -> Result<(), ExperimentError> {
+    // The hash of the images now there, per (folder, image count).
+    let mut now: std::collections::HashMap<(Option<PathBuf>, Option<usize>), Option<String>> =
+        Default::default();
+    for cell in cells {
+        if !read_record(out, cell).is_some_and(|r| r.finished) {
+            continue;
+        }
+        let layout = cell_layout(out, cell);
+        let Ok(state) = crate::train::RunDir::new(layout.root()).read_state() else {
+            continue;
+        };
+        let Some(recorded) = state.and_then(|s| s.data) else {
+            continue;
+        };
+        let Ok(tc) = cell.train_config() else {
+            continue;
+        };
+        let key = (tc.data_dir.clone(), tc.train_limit);
+        let hash = now.entry(key).or_insert_with(|| {
+            crate::data::load(
+                tc.dataset,
+                tc.data_dir.as_deref(),
+                crate::data::Split::Train,
+                tc.train_limit,
+            )
+            .ok()
+            .map(|d| d.sha256())
+        });
+        if hash.as_ref().is_some_and(|h| *h != recorded.train_sha256) {
+            return Err(ExperimentError::OtherImages {
+                which: "training",
+                cell: cell.name.clone(),
+                dir: tc.data_dir.unwrap_or_else(|| tc.dataset.default_dir()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The index of the cell `key` names: its number from `--list-cells`, or its name. Names stay
+/// with their cells when the grid grows (another seed or method renumbers the cells after it),
+/// so a queued job that names its cell still runs that cell.
+pub fn find_cell(cells: &[Cell], key: &str) -> Result<usize, ExperimentError> {
+    if let Ok(index) = key.trim().parse::<usize>() {
+        return match cells.get(index) {
+            Some(_) => Ok(index),
+            None => Err(ExperimentError::NoSuchCell {
+                index,
+                count: cells.len(),
+            }),
+        };
+    }
+    if let Some(c) = cells.iter().find(|c| c.name == key) {
+        return Ok(c.index);
+    }
+    // A name typed in another case, or a prefix that only one cell has.
+    let lower = key.to_lowercase();
+    let similar = cells
+        .iter()
+        .find(|c| c.name.to_lowercase() == lower)
+        .or_else(|| {
+            let mut starting = cells.iter().filter(|c| c.name.starts_with(key));
+            match (starting.next(), starting.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            }
+        })
+        .map(|c| c.name.clone());
+    Err(ExperimentError::NoCellNamed {
+        name: key.to_string(),
+        similar,
+    })
 }
 
 /// The cells of the experiment, once everything that can be checked before a cell runs is

@@ -56,6 +56,12 @@ pub enum ReportError {
         other.display()
     )]
     OtherImages { first: PathBuf, other: PathBuf },
+    #[error(
+        "{} is already there, in a folder that holds no rslad report (no report.md of one): \
+         the report would replace it; give another folder (--out), or move the file away",
+        file.display()
+    )]
+    NotAReport { file: PathBuf },
     #[error("{file}: {source}")]
     Plot {
         file: String,
@@ -632,9 +638,13 @@ pub fn describe_settings(settings: &serde_json::Value) -> String {
     parts.join(", ")
 }
 
+/// The first line of every `report.md` this module writes: a folder whose `report.md` starts
+/// with it holds a report, whose files a new report may replace.
+const TITLE: &str = "# rslad report\n";
+
 /// The Markdown report.
 pub fn markdown(report: &Report) -> String {
-    let mut md = String::from("# rslad report\n\n");
+    let mut md = format!("{TITLE}\n");
     if let Some(r) = report.white_box.first() {
         md.push_str(&format!(
             "Dataset {}, L-inf eps = {:.4}, {} test images attacked; accuracy in %{}.\n\n",
@@ -750,30 +760,59 @@ pub fn csv(report: &Report) -> String {
     out
 }
 
-/// Writes report.md, results.json, results.csv and the SVG plots into `out`.
+/// Writes report.md, results.json, results.csv and the SVG plots into `out`, which is a new or
+/// empty folder or holds a report already.
 pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReportError::Write { path, source }
     };
+    let files = files(report)?;
+    refuse_other_files(out, files.iter().map(|(name, _)| name.as_str()))?;
     std::fs::create_dir_all(out).map_err(write_err(out))?;
     let mut written = Vec::new();
-    let mut put = |name: &str, text: String| -> Result<(), ReportError> {
+    for (name, text) in files {
         let p = out.join(name);
         crate::io::write_atomic(&p, text.as_bytes()).map_err(write_err(&p))?;
         written.push(p);
-        Ok(())
-    };
+    }
+    Ok(written)
+}
+
+/// A file of the report's names in `out` is replaced only where `out` holds a report already
+/// (a regenerated report); elsewhere it is somebody's own file.
+fn refuse_other_files<'a>(
+    out: &Path,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), ReportError> {
+    let is_report =
+        std::fs::read(out.join("report.md")).is_ok_and(|text| text.starts_with(TITLE.as_bytes()));
+    if is_report {
+        return Ok(());
+    }
+    match names
+        .map(|n| out.join(n))
+        .find(|p| p.symlink_metadata().is_ok())
+    {
+        Some(file) => Err(ReportError::NotAReport { file }),
+        None => Ok(()),
+    }
+}
+
+/// The report's files, by name: the tables, the results, and each model's plots.
+fn files(report: &Report) -> Result<Vec<(String, String)>, ReportError> {
     let plot_err = |file: &str| {
         let file = file.to_string();
         move |source| ReportError::Plot { file, source }
     };
-    put("report.md", markdown(report))?;
-    put(
-        "results.json",
-        serde_json::to_string_pretty(report).expect("report serialises"),
-    )?;
-    put("results.csv", csv(report))?;
+    let mut files = vec![
+        ("report.md".to_string(), markdown(report)),
+        (
+            "results.json".to_string(),
+            serde_json::to_string_pretty(report).expect("report serialises"),
+        ),
+        ("results.csv".to_string(), csv(report)),
+    ];
     let models: std::collections::BTreeSet<String> = report
         .curves
         .iter()
@@ -790,7 +829,7 @@ pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
         if !curves.is_empty() {
             let file = format!("curves-{m}.svg");
             let svg = plots::curves(&m, &curves).map_err(plot_err(&file))?;
-            put(&file, svg)?;
+            files.push((file, svg));
         }
         let sweeps: Vec<_> = report
             .sweeps
@@ -802,10 +841,10 @@ pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
             let eps = report.white_box.first().map(|r| r.eps).unwrap_or(0.0);
             let file = format!("eps-{m}.svg");
             let svg = plots::eps_sweep(&m, eps, &sweeps).map_err(plot_err(&file))?;
-            put(&file, svg)?;
+            files.push((file, svg));
         }
     }
-    Ok(written)
+    Ok(files)
 }
 
 #[cfg(test)]

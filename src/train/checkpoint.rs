@@ -59,6 +59,17 @@ pub struct RunState {
     /// under the same ones, even where `config.toml` is gone. `None` in older states.
     #[serde(default)]
     pub settings: Option<String>,
+    /// The SHA-256 of the training and test images the epochs saw: a state resumes only on
+    /// the same images. `None` in older states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataRecord>,
+}
+
+/// Which images a run trained on and chose its best checkpoint on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DataRecord {
+    pub train_sha256: String,
+    pub test_sha256: String,
 }
 
 /// A run directory's reading and committing; its file names are [`RunLayout`]'s.

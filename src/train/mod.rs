@@ -6,7 +6,7 @@ pub mod config;
 pub mod layout;
 pub mod sgd;
 
-pub use checkpoint::{EpochMetrics, RunDir, RunState};
+pub use checkpoint::{DataRecord, EpochMetrics, RunDir, RunState};
 pub use config::{ConfigError, TrainConfig, TrainOverrides};
 pub use layout::RunLayout;
 
@@ -114,6 +114,18 @@ pub enum TrainError {
     InUse {
         out: std::path::PathBuf,
         lock: std::path::PathBuf,
+    },
+    #[error(
+        "{} holds a run trained on other {which} images than {} now holds: point the data \
+         directory (data_dir) back at the images the run used, or start over in another run \
+         directory (out)",
+        out.display(),
+        data_dir.display()
+    )]
+    DataChanged {
+        out: std::path::PathBuf,
+        which: &'static str,
+        data_dir: std::path::PathBuf,
     },
     #[error("no run directory given (out is empty)")]
     NoOut,
@@ -330,6 +342,9 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> Result<RunState, TrainError> {
     let run = prepare(cfg, device)?;
+    for note in notes(cfg, &run) {
+        observer.message(&note);
+    }
     let mut sgd = sgd::Sgd::new(cfg.momentum, cfg.weight_decay);
     let (mut model, mut state) = resume_or_start(cfg, &run, &mut sgd, device, observer)?;
     for epoch in state.epochs_done..cfg.epochs {
@@ -344,6 +359,37 @@ pub fn run(
     Ok(state)
 }
 
+/// Settings that are valid but do less than they say: an image limit above the images there,
+/// a learning-rate milestone the run never reaches.
+fn notes(cfg: &TrainConfig, run: &Prepared) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (key, limit, have, what) in [
+        ("train_limit", cfg.train_limit, run.train.len(), "training"),
+        ("test_limit", cfg.test_limit, run.test.len(), "test"),
+    ] {
+        if limit.is_some_and(|l| l > have) {
+            notes.push(format!(
+                "note: {key} {} is more than the {have} {what} images there; the run uses all {have}",
+                limit.unwrap_or_default()
+            ));
+        }
+    }
+    let unreached: Vec<usize> = cfg
+        .milestones
+        .iter()
+        .copied()
+        .filter(|m| *m >= cfg.epochs)
+        .collect();
+    if !unreached.is_empty() {
+        notes.push(format!(
+            "note: milestones {unreached:?} are at or after the last epoch ({} epochs, counted from \
+             0): the learning rate is never multiplied by gamma there",
+            cfg.epochs
+        ));
+    }
+    notes
+}
+
 /// What every epoch of a run uses: its directory, data, method and teacher.
 struct Prepared {
     dir: RunDir,
@@ -356,6 +402,8 @@ struct Prepared {
     method: Box<dyn methods::Method>,
     teacher: Option<Model>,
     spec: ModelSpec,
+    /// The hashes of `train` and `test`, recorded in a new run's state.
+    data: DataRecord,
 }
 
 /// The run directory's lock, held for the whole run: a second process training into the same
@@ -405,6 +453,11 @@ fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
         Split::Test,
         cfg.test_limit,
     )?);
+    let data = DataRecord {
+        train_sha256: train.sha256(),
+        test_sha256: test.sha256(),
+    };
+    check_same_data(&dir, cfg, &data)?;
     let monitor_set = Arc::new(test.slice(0, cfg.monitor_examples));
     let method = methods::build(&cfg.method)?;
     let teacher = if cfg.method.needs_teacher() {
@@ -429,6 +482,30 @@ fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
         method,
         teacher,
         spec,
+        data,
+    })
+}
+
+/// A committed state continues only on the images its epochs saw (states written before the
+/// images' hashes were recorded are taken at their word).
+fn check_same_data(dir: &RunDir, cfg: &TrainConfig, now: &DataRecord) -> Result<(), TrainError> {
+    let Some(recorded) = dir.read_state()?.and_then(|s| s.data) else {
+        return Ok(());
+    };
+    let which = if recorded.train_sha256 != now.train_sha256 {
+        "training"
+    } else if recorded.test_sha256 != now.test_sha256 {
+        "test"
+    } else {
+        return Ok(());
+    };
+    Err(TrainError::DataChanged {
+        out: cfg.out.clone(),
+        which,
+        data_dir: cfg
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| cfg.dataset.default_dir()),
     })
 }
 
@@ -471,6 +548,7 @@ fn resume_or_start(
         metrics: Vec::new(),
         teacher: None,
         settings: Some(cfg.to_toml()),
+        data: Some(run.data.clone()),
     };
     if let Some(t) = &run.teacher {
         observer.evaluating("teacher");

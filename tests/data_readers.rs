@@ -90,6 +90,28 @@ fn idx_gzipped_and_plain() {
     }
 }
 
+/// Both forms of a file (`gunzip -k`) read when they agree, and are refused when they differ:
+/// which one is read must never decide the data unseen.
+#[test]
+fn gzipped_and_plain_copies_must_agree() {
+    let dir = temp_dir("idx-both");
+    fake_fashion(&dir, 20, 7, true);
+    fake_fashion(&dir, 20, 7, false);
+    let gz = load(DatasetKind::FashionMnist, Some(&dir), Split::Train, None).unwrap();
+    let plain = dir.join("train-images-idx3-ubyte");
+    let mut bytes = std::fs::read(&plain).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&plain, bytes).unwrap();
+    let e = err_of(DatasetKind::FashionMnist, &dir, Split::Train);
+    assert!(
+        e.contains("both there and hold different data") && e.contains("train-images-idx3-ubyte"),
+        "{e}"
+    );
+    std::fs::remove_file(dir.join("train-images-idx3-ubyte.gz")).unwrap();
+    let now = load(DatasetKind::FashionMnist, Some(&dir), Split::Train, None).unwrap();
+    assert_ne!(now.sha256(), gz.sha256());
+}
+
 fn err_of(kind: DatasetKind, dir: &Path, split: Split) -> String {
     load(kind, Some(dir), split, None).unwrap_err().to_string()
 }

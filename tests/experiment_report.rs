@@ -1435,7 +1435,8 @@ fn experiment_folders_are_never_silently_mixed() {
     let moved: ExperimentConfig = toml::from_str(&text(&data_b, "", "")).unwrap();
     let e = run(&moved, None).unwrap_err().to_string();
     assert!(e.contains("holds other test images than cell"), "{e}");
-    // So is one that holds the same test images but other training images.
+    // So is one that holds the same test images but other training images, when a cell is
+    // left to train on them (here a seed added to the grid).
     let data_c = root.join("data-c");
     std::fs::create_dir_all(&data_c).unwrap();
     for entry in std::fs::read_dir(&data_a).unwrap() {
@@ -1449,8 +1450,12 @@ fn experiment_folders_are_never_silently_mixed() {
     bytes[16] ^= 0xff;
     std::fs::write(&images, bytes).unwrap();
     let moved: ExperimentConfig = toml::from_str(&text(&data_c, "", "")).unwrap();
-    let e = run(&moved, None).unwrap_err().to_string();
+    run(&moved, None).unwrap();
+    let grown: ExperimentConfig = toml::from_str(&text(&data_c, "seeds = [0, 1]\n", "")).unwrap();
+    let e = run(&grown, None).unwrap_err().to_string();
     assert!(e.contains("holds other training images than cell"), "{e}");
+    let added = &grown.cells(&out).unwrap()[2];
+    assert!(!experiment::cell_layout(&out, added).root().exists());
 
     // A comma in the surrogate's path would split the attack list that names it.
     let with_surrogate: ExperimentConfig = toml::from_str(&format!(

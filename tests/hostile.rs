@@ -1420,6 +1420,56 @@ fn report_leaves_out_what_it_cannot_trust() {
     assert!(!mine.join("report.md").exists());
 }
 
+/// The seeds of a row are one setup: the same method from two experiment folders trained with
+/// other settings is refused, never averaged as if the difference were seed noise.
+#[test]
+fn report_never_averages_two_setups() {
+    let root = temp_dir("report-setups");
+    let put = |dir: &Path, seed: u64, train: serde_json::Value| {
+        let name = format!("cnn-small-sat-s{seed}");
+        let cell = dir.join("cells").join(&name);
+        std::fs::create_dir_all(&cell).unwrap();
+        let record = serde_json::json!({
+            "cell": {"index": 2, "name": name, "role": "student", "model": "cnn-small",
+                     "method": "sat", "seed": seed, "checkpoint": null, "train": train},
+            "dataset": "fashion-mnist", "eps": 0.1, "finished": true
+        });
+        std::fs::write(cell.join("cell.json"), record.to_string()).unwrap();
+        let mut r = shard(0..4, "1110", "1100", &[]);
+        r.clean_accuracy = 0.75;
+        r.attacks[0].robust_accuracy = 0.5;
+        std::fs::write(
+            cell.join("eval-best.json"),
+            serde_json::to_string(&r).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(cell.join("metrics.jsonl"), "").unwrap();
+    };
+    let (a, b) = (root.join("a"), root.join("b"));
+    put(
+        &a,
+        0,
+        serde_json::json!({"lr": 0.05, "seed": 0, "data_dir": "/x"}),
+    );
+    put(
+        &b,
+        1,
+        serde_json::json!({"lr": 0.05, "seed": 1, "data_dir": "/y"}),
+    );
+    let rep = rslad::report::collect(&[a.clone(), b.clone()]).unwrap();
+    assert_eq!(rep.white_box[0].seeds, [0, 1], "{:?}", rep.warnings);
+    put(
+        &b,
+        1,
+        serde_json::json!({"lr": 0.5, "seed": 1, "data_dir": "/y"}),
+    );
+    let e = rslad::report::collect(&[a, b]).unwrap_err().to_string();
+    assert!(
+        e.contains("trained with other settings (train.lr: 0.05 -> 0.5)"),
+        "{e}"
+    );
+}
+
 #[test]
 fn more_misleading_messages() {
     let (root, data, ckpt) = setup("more-messages");
@@ -1474,6 +1524,19 @@ fn more_misleading_messages() {
         "missing.safetensors",
     );
     assert_eq!(err.matches("missing.safetensors").count(), 1, "{err}");
+    // A config.toml rslad did not write is never replaced by a run's.
+    let mine = root.join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    let text = "# my settings\nepochs = 1\n";
+    std::fs::write(mine.join("config.toml"), text).unwrap();
+    refused(
+        &tiny_train(&data, &mine),
+        "not a run configuration rslad wrote",
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("config.toml")).unwrap(),
+        text
+    );
     // Settings that do less than they say are named in a note, and the run goes on.
     let run = root.join("noted");
     let mut args = tiny_train(&data, &run);
@@ -1483,7 +1546,7 @@ fn more_misleading_messages() {
     let (code, _, err) = rslad(&args);
     assert_eq!(code, 0, "{err}");
     for note in [
-        "--eps not used",
+        "method natural does not read --eps: it changes nothing",
         "train_limit 100 is more than the 16 training images there",
         "milestones [3] are at or after the last epoch",
     ] {

@@ -379,4 +379,35 @@ fn a_run_resumes_only_with_its_settings_and_teacher() {
     let o = train("3", "0.1");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(epochs_done(&out), 3);
+    // The same images and teacher in another folder are the same run: `--resume` takes the
+    // new places, and still refuses other images there.
+    let moved = data.join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    for f in ["train-images", "train-labels", "t10k-images", "t10k-labels"] {
+        let name = format!("{f}-idx{}-ubyte", if f.ends_with("images") { 3 } else { 1 });
+        std::fs::copy(data.join(&name), moved.join(&name)).unwrap();
+    }
+    std::fs::copy(&teacher, moved.join("teacher.safetensors")).unwrap();
+    let resume = |epochs: &str| {
+        rslad_bin()
+            .args(["train", "--resume"])
+            .arg(&out)
+            .args(["--epochs", epochs, "--data-dir"])
+            .arg(&moved)
+            .arg("--teacher")
+            .arg(moved.join("teacher.safetensors"))
+            .output()
+            .unwrap()
+    };
+    let o = resume("4");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(epochs_done(&out), 4);
+    std::fs::write(moved.join("train-images-idx3-ubyte"), &changed).unwrap();
+    let o = resume("5");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("other training images"),
+        "{e}"
+    );
+    assert_eq!(epochs_done(&out), 4);
 }

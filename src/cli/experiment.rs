@@ -18,7 +18,12 @@ pub struct ExperimentArgs {
     list_cells: bool,
     /// Run only this cell: its number or its name from --list-cells (a name stays with its cell
     /// when seeds or methods are added to the grid); the teacher cell must finish before students.
-    #[arg(long, conflicts_with = "jobs", value_name = "N|NAME")]
+    #[arg(
+        long,
+        conflicts_with = "jobs",
+        value_name = "N|NAME",
+        allow_hyphen_values = true
+    )]
     cell: Option<String>,
     /// Run N cells at once, each in its own process with an equal share of the CPU threads
     /// (the surrogate, then the teacher, then the students); each cell's output goes to

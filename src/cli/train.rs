@@ -166,8 +166,20 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut extra = args.settings()?;
         let epochs = extra.epochs.take();
+        // Places, not settings: the run checks that they hold the images and teacher it
+        // recorded (a path relative to another working directory, or a moved folder).
+        let (data_dir, teacher) = (extra.data_dir.take(), extra.teacher.take());
         if !extra.given().is_empty() || args.config.is_some() {
-            bail!("--resume continues a run with its recorded config.toml; only --epochs may be given with it");
+            bail!(
+                "--resume continues a run with its recorded config.toml; only --epochs, \
+                 --data-dir and --teacher may be given with it"
+            );
+        }
+        if data_dir.is_some() {
+            cfg.data_dir = data_dir;
+        }
+        if teacher.is_some() {
+            cfg.teacher = teacher;
         }
         if let Some(e) = epochs {
             // Fewer epochs than are done would train nothing and record a run it is not.
@@ -212,7 +224,10 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         None => TrainOverrides::default(),
     };
     let flags = args.settings()?;
-    let cfg = base.merged(flags).resolve().map_err(|e| {
+    let merged = base.merged(flags);
+    // The default schedule is the spec's, scaled to the epochs; only given milestones get a note.
+    let milestones_given = merged.milestones.is_some();
+    let cfg = merged.resolve().map_err(|e| {
         // A value from the --config file is named there, not as a flag the user never typed.
         let by_flag = e
             .key()
@@ -222,20 +237,21 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
             _ => with_flag(e),
         }
     })?;
-    if !cfg.method.is_robust() {
-        let unused: Vec<String> = ["eps", "attack_steps", "attack_step_size"]
-            .iter()
-            .filter(|k| args.given.iter().any(|(g, _)| g == *k))
-            .map(|k| format!("--{}", k.replace('_', "-")))
-            .collect();
-        if !unused.is_empty() {
-            eprintln!(
-                "note: method {} trains without an attack and picks its best checkpoint on clean \
-                 accuracy: {} not used",
-                cfg.method.name,
-                unused.join(", ")
-            );
-        }
+    if let Some(note) = unused_flags(&cfg, args) {
+        eprintln!("{note}");
+    }
+    let unreached: Vec<usize> = cfg
+        .milestones
+        .iter()
+        .copied()
+        .filter(|m| *m >= cfg.epochs)
+        .collect();
+    if milestones_given && !unreached.is_empty() {
+        eprintln!(
+            "note: milestones {unreached:?} are at or after the last epoch ({} epochs, counted \
+             from 0): the learning rate is never multiplied by gamma there",
+            cfg.epochs
+        );
     }
     // A teacher given by flag is the user's choice, not the recorded run's.
     let teacher_flag = args.given.iter().any(|(k, _)| *k == "teacher");
@@ -245,6 +261,50 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         }
     }
     Ok(cfg)
+}
+
+/// A note naming the flags given that the method never reads: the inner attack's settings for
+/// a method without one, and another method's hyperparameters (`--beta` for SAT). They are
+/// still recorded in `config.toml`, so the note is the only sign that they did nothing.
+fn unused_flags(cfg: &TrainConfig, args: &TrainArgs) -> Option<String> {
+    const ATTACK: [&str; 4] = ["eps", "attack_steps", "attack_step_size", "attack_bn"];
+    const OWN: [&str; 6] = [
+        "beta",
+        "alpha",
+        "temperature",
+        "kl_reduction",
+        "bn_passes",
+        "iad_begin",
+    ];
+    let m = &cfg.method;
+    let is_param = |k: &str| rslad::methods::params().iter().any(|p| p.key == k);
+    let unused: Vec<String> = args
+        .given
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| {
+            (ATTACK.contains(k) && !m.is_robust())
+                || ((OWN.contains(k) || is_param(k)) && !m.reads(k))
+        })
+        .map(|k| format!("--{}", k.replace('_', "-")))
+        .collect();
+    (!unused.is_empty()).then(|| {
+        format!(
+            "note: method {} does not read {}: {} nothing in this run{}",
+            m.name,
+            unused.join(", "),
+            if unused.len() == 1 {
+                "it changes"
+            } else {
+                "they change"
+            },
+            if m.is_robust() {
+                ""
+            } else {
+                " (it trains without an attack and picks its best checkpoint on clean accuracy)"
+            }
+        )
+    })
 }
 
 /// The run directory whose `config.toml` `path` is (its `state.json` beside it), if any.

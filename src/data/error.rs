@@ -8,6 +8,12 @@ pub enum DataError {
     #[error("{path}: file not found. {hint}")]
     Missing { path: PathBuf, hint: String },
 
+    #[error(
+        "{gz} and {plain} are both there and hold different data: rslad would read one and \
+         ignore the other; remove or rename the one that is out of date"
+    )]
+    TwoVersions { gz: PathBuf, plain: PathBuf },
+
     #[error("{path}: cannot read: {source}")]
     Io {
         path: PathBuf,

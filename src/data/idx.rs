@@ -21,11 +21,9 @@ pub(super) fn load_fashion_mnist(
     };
     let kind = DatasetKind::FashionMnist;
     let shape = kind.shape();
-    let images_path = find(dir, images_name)?;
-    let labels_path = find(dir, labels_name)?;
-
-    let (dims, images) = read_idx(&images_path, IMAGES_MAGIC, &[shape.height, shape.width])?;
-    let (label_dims, labels) = read_idx(&labels_path, LABELS_MAGIC, &[])?;
+    let (images_path, dims, images) =
+        read_named(dir, images_name, IMAGES_MAGIC, &[shape.height, shape.width])?;
+    let (labels_path, label_dims, labels) = read_named(dir, labels_name, LABELS_MAGIC, &[])?;
     if dims[0] != label_dims[0] {
         return Err(DataError::CountMismatch {
             images: images_path,
@@ -52,6 +50,27 @@ pub(super) fn load_fashion_mnist(
     };
     dataset = dataset.truncate(n);
     Ok(dataset)
+}
+
+/// The IDX file `name` in `dir` (gzipped or plain): its path, dimensions and bytes. Where
+/// both forms are there (`gunzip -k` keeps both) they must hold the same data: otherwise which
+/// one is read would decide what the run trains on, unseen.
+fn read_named(
+    dir: &Path,
+    name: &str,
+    magic: u32,
+    inner: &[usize],
+) -> Result<(PathBuf, Vec<usize>, Vec<u8>), DataError> {
+    let path = find(dir, name)?;
+    let (dims, bytes) = read_idx(&path, magic, inner)?;
+    let plain = dir.join(name);
+    if path != plain && plain.is_file() {
+        let same = read_idx(&plain, magic, inner).is_ok_and(|(d, b)| d == dims && b == bytes);
+        if !same {
+            return Err(DataError::TwoVersions { gz: path, plain });
+        }
+    }
+    Ok((path, dims, bytes))
 }
 
 /// `name.gz` if present, else `name`.

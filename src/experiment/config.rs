@@ -684,8 +684,13 @@ mod tests {
         assert_eq!(find_cell(&one, &i1.to_string()).unwrap(), i1);
         assert!(matches!(
             find_cell(&one, "99"),
-            Err(ExperimentError::NoSuchCell { index: 99, .. })
+            Err(ExperimentError::NoSuchCell { ref index, .. }) if index == "99"
         ));
+        assert!(matches!(
+            find_cell(&one, "99999999999999999999999"),
+            Err(ExperimentError::NoSuchCell { .. })
+        ));
+        assert_eq!(find_cell(&one, &format!(" {name} ")).unwrap(), i1);
         match find_cell(&one, "CNN-small-RSLAD-s0") {
             Err(ExperimentError::NoCellNamed { similar, .. }) => {
                 assert_eq!(similar.as_deref(), Some(name))

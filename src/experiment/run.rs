@@ -132,9 +132,9 @@ pub enum ExperimentError {
         "there is no cell {index}: the experiment has cells 0 to {} (`--list-cells` lists them)",
         count.saturating_sub(1)
     )]
-    NoSuchCell { index: usize, count: usize },
+    NoSuchCell { index: String, count: usize },
     #[error(
-        "there is no cell named {name}{}: `--list-cells` lists the cells, with their numbers \
+        "there is no cell named '{name}'{}: `--list-cells` lists the cells, with their numbers \
          and names",
         similar.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default()
     )]
@@ -391,6 +391,13 @@ fn train_or_take(
             cell: cell.name.clone(),
             folder: layout.root().to_path_buf(),
             changed,
+        },
+        TrainError::DataChanged {
+            which, data_dir, ..
+        } => ExperimentError::CellOtherRun {
+            cell: cell.name.clone(),
+            folder: layout.root().to_path_buf(),
+            changed: vec![format!("the {which} images in {}", data_dir.display())],
         },
         TrainError::MoreEpochs { done, epochs, .. } => ExperimentError::CellOtherRun {
             cell: cell.name.clone(),
@@ -845,7 +852,7 @@ pub fn check(
     }
     refuse_changed_evaluation(cfg, out, cells)?;
     refuse_other_test_images(cfg, out, cells)?;
-    refuse_other_training_images(out, cells)?;
+    refuse_other_training_images(cfg, out, cells)?;
     check_before_running(cfg, cells, device)
 }
 
@@ -897,14 +904,24 @@ fn refuse_other_test_images(
 
 /// Finished cells were trained on the training images `data_dir` held then (their run states
 /// record the images' hash, since the hashes were recorded): new cells trained on other images
-/// would sit beside them as if they were comparable. A folder that cannot be read is the run's
+/// would sit beside them as if they were comparable. Checked only while a cell is left to train
+/// and against the cells finished under the file's settings now (another image count or
+/// dataset is a changed setting, named as such). A folder that cannot be read is the run's
 /// error to give.
-fn refuse_other_training_images(out: &Path, cells: &[Cell]) -> Result<(), ExperimentError> {
+fn refuse_other_training_images(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    cells: &[Cell],
+) -> Result<(), ExperimentError> {
+    let states: Vec<CellState> = cells.iter().map(|c| cell_state(cfg, out, c)).collect();
+    if !states.contains(&CellState::ToDo) {
+        return Ok(());
+    }
     // The hash of the images now there, per (folder, image count).
     let mut now: std::collections::HashMap<(Option<PathBuf>, Option<usize>), Option<String>> =
         Default::default();
-    for cell in cells {
-        if !read_record(out, cell).is_some_and(|r| r.finished) {
+    for (cell, state) in cells.iter().zip(&states) {
+        if !matches!(state, CellState::Finished | CellState::Stale) {
             continue;
         }
         let layout = cell_layout(out, cell);
@@ -943,11 +960,12 @@ fn refuse_other_training_images(out: &Path, cells: &[Cell]) -> Result<(), Experi
 /// with their cells when the grid grows (another seed or method renumbers the cells after it),
 /// so a queued job that names its cell still runs that cell.
 pub fn find_cell(cells: &[Cell], key: &str) -> Result<usize, ExperimentError> {
-    if let Ok(index) = key.trim().parse::<usize>() {
-        return match cells.get(index) {
-            Some(_) => Ok(index),
+    let key = key.trim();
+    if !key.is_empty() && key.chars().all(|c| c.is_ascii_digit()) {
+        return match key.parse::<usize>().ok().filter(|i| *i < cells.len()) {
+            Some(index) => Ok(index),
             None => Err(ExperimentError::NoSuchCell {
-                index,
+                index: key.to_string(),
                 count: cells.len(),
             }),
         };
@@ -987,7 +1005,7 @@ pub fn prepare(
     check(cfg, out, &cells, device)?;
     let only = match only {
         Some(i) => Some(cells.get(i).ok_or(ExperimentError::NoSuchCell {
-            index: i,
+            index: i.to_string(),
             count: cells.len(),
         })?),
         None => None,
@@ -1076,11 +1094,13 @@ pub fn run(
             ));
             continue;
         }
+        // The number `--cell` and `--list-cells` use (from 0), then the place in the grid.
         observer.message(&format!(
-            "cell {}/{}: {}",
+            "cell {} ({}), {} of {}",
+            cell.index,
+            cell.name,
             cell.index + 1,
-            cells.len(),
-            cell.name
+            cells.len()
         ));
         run_cell(cfg, out, cell, device, observer)?;
     }

@@ -62,6 +62,20 @@ pub enum ReportError {
         file.display()
     )]
     NotAReport { file: PathBuf },
+    #[error(
+        "{} and {} hold seeds of {model} {method} trained with other settings ({}): their mean \
+         and spread would mix two setups as if they were seeds of one; report them separately",
+        first.display(),
+        other.display(),
+        changes.join(", ")
+    )]
+    OtherSettings {
+        model: String,
+        method: String,
+        first: PathBuf,
+        other: PathBuf,
+        changes: Vec<String>,
+    },
     #[error("{file}: {source}")]
     Plot {
         file: String,
@@ -190,6 +204,41 @@ pub type Sweep = (String, String, Vec<(f64, f64)>);
 /// Cells grouped by (role order, model, method, role): (seed, directory, record) of each.
 type CellGroups = BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, CellRecord)>>;
 
+/// The seeds of one row are one setup: cells of the same model and method from several
+/// experiment folders must agree in every setting but the seed and where things are.
+fn same_settings(
+    model: &str,
+    method: &str,
+    members: &[(u64, PathBuf, CellRecord)],
+) -> Result<(), ReportError> {
+    const NOT_SETUP: &[&str] = &[
+        "index",
+        "name",
+        "seed",
+        "model",
+        "out",
+        "teacher",
+        "data_dir",
+        "checkpoint",
+    ];
+    let Some(((_, first_dir, first), rest)) = members.split_first() else {
+        return Ok(());
+    };
+    for (_, dir, rec) in rest {
+        let changes = crate::train::config::setting_changes(&first.cell, &rec.cell, NOT_SETUP);
+        if !changes.is_empty() {
+            return Err(ReportError::OtherSettings {
+                model: model.to_string(),
+                method: method.to_string(),
+                first: first_dir.clone(),
+                other: dir.clone(),
+                changes,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Collects the cells of experiment directories (`DIR/cells/*`) into a report.
 pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     let mut groups: CellGroups = BTreeMap::new();
@@ -293,6 +342,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
                  the first folder's run is used"
             ));
         }
+        same_settings(model, method, members)?;
         for file in EvalFile::ALL {
             let (checkpoint, black) = (file.checkpoint(), file.black_box());
             let mut read = Vec::new();

@@ -116,10 +116,10 @@ pub enum TrainError {
         lock: std::path::PathBuf,
     },
     #[error(
-        "{} holds a run trained on other {which} images than {} now holds: point the data \
-         directory (data_dir) back at the images the run used, or start over in another run \
-         directory (out)",
+        "{} holds a run that {} other {which} images than {} holds now: put the images the run \
+         used back there, or start over in another run directory (out)",
         out.display(),
+        if *which == "test" { "chose its best checkpoint on" } else { "trained on" },
         data_dir.display()
     )]
     DataChanged {
@@ -127,6 +127,12 @@ pub enum TrainError {
         which: &'static str,
         data_dir: std::path::PathBuf,
     },
+    #[error(
+        "{} is there and is not a run configuration rslad wrote: the run would replace it with \
+         its own; choose another run directory (out), or move the file away",
+        path.display()
+    )]
+    NotARunConfig { path: std::path::PathBuf },
     #[error("no run directory given (out is empty)")]
     NoOut,
     #[error("{}: the run directory (out) is a file, not a directory", out.display())]
@@ -270,6 +276,18 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
                 found,
             });
         }
+        // A run killed before its first epoch leaves the config.toml it wrote; any other file
+        // of that name is somebody's, which the run would replace.
+        let config = dir.config_path();
+        if config.symlink_metadata().is_ok() {
+            let ours = std::fs::read_to_string(&config)
+                .ok()
+                .and_then(|text| TrainConfig::from_toml(&text).ok())
+                .is_some_and(|c| !c.rslad_version.is_empty());
+            if !ours {
+                return Err(TrainError::NotARunConfig { path: config });
+            }
+        }
         return Ok(());
     };
     let (text, path) = match &state.settings {
@@ -285,7 +303,15 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
     })?;
     // The epoch count may grow (a longer run continues a shorter one); IAD's start epoch is
     // derived from it; it and the BatchNorm passes matter only to the methods that read them
-    // (`MethodConfig::comparable`).
+    // (`MethodConfig::comparable`). The data folder and the teacher's file are places, where
+    // the state recorded the hashes of what they hold (checked by `check_same_data` and
+    // `teacher_changed`): a moved folder, or a path relative to another working directory,
+    // is the same run.
+    let data_checked = state.data.is_some();
+    let teacher_checked = state
+        .teacher
+        .as_ref()
+        .is_some_and(|t| t.get(TEACHER_SHA256).is_some_and(|h| h.is_string()));
     let comparable = |c: &TrainConfig| {
         let mut c = TrainConfig {
             epochs: 0,
@@ -294,6 +320,12 @@ fn check_same_run(dir: &RunDir, cfg: &TrainConfig) -> Result<(), TrainError> {
             ..c.clone()
         };
         c.method = c.method.comparable();
+        if data_checked {
+            c.data_dir = None;
+        }
+        if teacher_checked {
+            c.teacher = c.teacher.as_ref().map(|_| Default::default());
+        }
         c
     };
     let (old, new) = (comparable(&old), comparable(cfg));
@@ -359,8 +391,7 @@ pub fn run(
     Ok(state)
 }
 
-/// Settings that are valid but do less than they say: an image limit above the images there,
-/// a learning-rate milestone the run never reaches.
+/// Settings that are valid but do less than they say: an image limit above the images there.
 fn notes(cfg: &TrainConfig, run: &Prepared) -> Vec<String> {
     let mut notes = Vec::new();
     for (key, limit, have, what) in [
@@ -373,19 +404,6 @@ fn notes(cfg: &TrainConfig, run: &Prepared) -> Vec<String> {
                 limit.unwrap_or_default()
             ));
         }
-    }
-    let unreached: Vec<usize> = cfg
-        .milestones
-        .iter()
-        .copied()
-        .filter(|m| *m >= cfg.epochs)
-        .collect();
-    if !unreached.is_empty() {
-        notes.push(format!(
-            "note: milestones {unreached:?} are at or after the last epoch ({} epochs, counted from \
-             0): the learning rate is never multiplied by gamma there",
-            cfg.epochs
-        ));
     }
     notes
 }

@@ -1406,8 +1406,12 @@ fn report_leaves_out_what_it_cannot_trust() {
     let out = root.join("report");
     rslad::report::write(&rep, &out).unwrap();
     assert!(!root.join("escaped.svg").exists() && !root.join("curves-").exists());
-    // A report is written again over a report, never over a user's file of the same name.
+    // A report is written again over a report, never over a user's file of the same name; an
+    // earlier report's plot of another model goes.
+    std::fs::write(out.join("curves-gone.svg"), "<svg/>").unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
     rslad::report::write(&rep, &out).unwrap();
+    assert!(!out.join("curves-gone.svg").exists() && out.join("notes.txt").exists());
     let mine = root.join("mine");
     std::fs::create_dir_all(&mine).unwrap();
     std::fs::write(mine.join("results.csv"), "my own numbers\n").unwrap();

@@ -43,6 +43,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         )
     });
     let cells = cfg.cells(&out)?;
+    for note in cfg.unused_settings(&cells) {
+        eprintln!("note: {note}");
+    }
     let only = match &args.cell {
         Some(key) => Some(experiment::find_cell(&cells, key).map_err(anyhow::Error::msg)?),
         None => None,

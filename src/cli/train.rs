@@ -267,25 +267,13 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 /// a method without one, and another method's hyperparameters (`--beta` for SAT). They are
 /// still recorded in `config.toml`, so the note is the only sign that they did nothing.
 fn unused_flags(cfg: &TrainConfig, args: &TrainArgs) -> Option<String> {
-    const ATTACK: [&str; 4] = ["eps", "attack_steps", "attack_step_size", "attack_bn"];
-    const OWN: [&str; 6] = [
-        "beta",
-        "alpha",
-        "temperature",
-        "kl_reduction",
-        "bn_passes",
-        "iad_begin",
-    ];
     let m = &cfg.method;
-    let is_param = |k: &str| rslad::methods::params().iter().any(|p| p.key == k);
+    let entry = m.entry().ok()?;
     let unused: Vec<String> = args
         .given
         .iter()
         .map(|(k, _)| *k)
-        .filter(|k| {
-            (ATTACK.contains(k) && !m.is_robust())
-                || ((OWN.contains(k) || is_param(k)) && !m.reads(k))
-        })
+        .filter(|k| !entry.uses(k))
         .map(|k| format!("--{}", k.replace('_', "-")))
         .collect();
     (!unused.is_empty()).then(|| {

@@ -524,6 +524,42 @@ impl ExperimentConfig {
         Ok(())
     }
 
+    /// Settings of the file that change no cell: a `[methods.NAME]` table of a method no
+    /// cell trains, and a key of one that its method does not read (`temperature` for
+    /// TRADES). Valid, so not refused; said, so not mistaken for part of the setup.
+    pub fn unused_settings(&self, cells: &[Cell]) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (method, settings) in &self.methods {
+            if !cells.iter().any(|c| c.method == *method) {
+                notes.push(format!(
+                    "[methods.{method}]: no cell of the grid trains {method}; its settings \
+                     change nothing"
+                ));
+                continue;
+            }
+            let Ok(entry) = crate::methods::lookup(method) else {
+                continue;
+            };
+            let unused: Vec<&str> = settings
+                .given()
+                .into_iter()
+                .filter(|k| !entry.uses(k))
+                .collect();
+            if !unused.is_empty() {
+                notes.push(format!(
+                    "[methods.{method}] sets {}, which {method} does not read: {} nothing",
+                    unused.join(", "),
+                    if unused.len() == 1 {
+                        "it changes"
+                    } else {
+                        "they change"
+                    }
+                ));
+            }
+        }
+        notes
+    }
+
     /// `t` with `[methods.<method>]` merged over it (the method's settings win).
     fn with_method_settings(&self, method: &str, t: TrainOverrides) -> TrainOverrides {
         match self.methods.get(method) {
@@ -701,6 +737,24 @@ mod tests {
             Err(ExperimentError::NoCellNamed { similar, .. }) => assert_eq!(similar, None),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A method table no cell uses, and a key its method does not read, are named.
+    #[test]
+    fn settings_that_change_no_cell_are_named() {
+        let cfg: ExperimentConfig = toml::from_str(&format!(
+            "{BASE}[methods.iad]\nbeta = 1.0\n[methods.trades]\ntemperature = 3.0\nbeta = 3.0\n\
+             [methods.rslad]\nepochs = 4\n"
+        ))
+        .unwrap();
+        let notes = cfg.unused_settings(&cfg.cells(Path::new("/tmp/unused")).unwrap());
+        assert_eq!(
+            notes,
+            [
+                "[methods.iad]: no cell of the grid trains iad; its settings change nothing",
+                "[methods.trades] sets temperature, which trades does not read: it changes nothing",
+            ]
+        );
     }
 
     /// A typo in a method table's name, or a setting that is one value per cell, is refused

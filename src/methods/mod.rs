@@ -66,6 +66,28 @@ impl MethodEntry {
         self.reads.contains(&key) || self.param(key).is_some()
     }
 
+    /// Whether a run of this method can be changed by the setting `key`: the inner attack's
+    /// settings only where it trains against one, the methods' hyperparameters only where it
+    /// [`reads`](Self::reads) them, every other setting (schedule, data, model) always.
+    pub fn uses(&self, key: &str) -> bool {
+        const ATTACK: [&str; 4] = ["eps", "attack_steps", "attack_step_size", "attack_bn"];
+        const HYPER: [&str; 6] = [
+            "beta",
+            "alpha",
+            "temperature",
+            "kl_reduction",
+            "bn_passes",
+            "iad_begin",
+        ];
+        if ATTACK.contains(&key) {
+            self.robust
+        } else if HYPER.contains(&key) || params().iter().any(|p| p.key == key) {
+            self.reads(key)
+        } else {
+            true
+        }
+    }
+
     pub fn param(&self, key: &str) -> Option<&'static Param> {
         self.params.iter().find(|p| p.key == key)
     }

@@ -811,14 +811,26 @@ pub fn csv(report: &Report) -> String {
 }
 
 /// Writes report.md, results.json, results.csv and the SVG plots into `out`, which is a new or
-/// empty folder or holds a report already.
+/// empty folder or holds a report already (whose plots this report has not are removed).
 pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ReportError::Write { path, source }
     };
     let files = files(report)?;
-    refuse_other_files(out, files.iter().map(|(name, _)| name.as_str()))?;
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    let holds_report =
+        std::fs::read(out.join("report.md")).is_ok_and(|text| text.starts_with(TITLE.as_bytes()));
+    if holds_report {
+        remove_stale_plots(out, &names).map_err(write_err(out))?;
+    } else if let Some(file) = names
+        .iter()
+        .map(|n| out.join(n))
+        .find(|p| p.symlink_metadata().is_ok())
+    {
+        // Not a report's folder: a file of the report's names there is somebody's.
+        return Err(ReportError::NotAReport { file });
+    }
     std::fs::create_dir_all(out).map_err(write_err(out))?;
     let mut written = Vec::new();
     for (name, text) in files {
@@ -829,24 +841,21 @@ pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
     Ok(written)
 }
 
-/// A file of the report's names in `out` is replaced only where `out` holds a report already
-/// (a regenerated report); elsewhere it is somebody's own file.
-fn refuse_other_files<'a>(
-    out: &Path,
-    names: impl Iterator<Item = &'a str>,
-) -> Result<(), ReportError> {
-    let is_report =
-        std::fs::read(out.join("report.md")).is_ok_and(|text| text.starts_with(TITLE.as_bytes()));
-    if is_report {
-        return Ok(());
+/// An earlier report's plots of models this report has not: left there, they would read as
+/// part of it.
+fn remove_stale_plots(out: &Path, names: &[&str]) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(out)?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let plot =
+            (name.starts_with("curves-") || name.starts_with("eps-")) && name.ends_with(".svg");
+        if plot && !names.contains(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path())?;
+        }
     }
-    match names
-        .map(|n| out.join(n))
-        .find(|p| p.symlink_metadata().is_ok())
-    {
-        Some(file) => Err(ReportError::NotAReport { file }),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// The report's files, by name: the tables, the results, and each model's plots.

@@ -651,6 +651,11 @@ pub enum CellState {
 /// the same cell.
 const PLACES: &[&str] = &["index", "out", "teacher", "data_dir", "checkpoint"];
 
+/// Whether `record` was written under `cell`'s settings now (places aside).
+pub(crate) fn same_settings(record: &CellRecord, cell: &Cell) -> bool {
+    crate::train::config::setting_changes(&record.cell, cell, PLACES).is_empty()
+}
+
 /// Where `cell` stands in `out`: to do, finished, finished with other settings, or finished
 /// with black-box results of another surrogate.
 pub fn cell_state(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> CellState {

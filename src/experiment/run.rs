@@ -852,7 +852,7 @@ pub fn check(
     }
     refuse_changed_evaluation(cfg, out, cells)?;
     refuse_other_test_images(cfg, out, cells)?;
-    refuse_other_training_images(cfg, out, cells)?;
+    refuse_other_training_images(out, cells)?;
     check_before_running(cfg, cells, device)
 }
 
@@ -904,24 +904,23 @@ fn refuse_other_test_images(
 
 /// Finished cells were trained on the training images `data_dir` held then (their run states
 /// record the images' hash, since the hashes were recorded): new cells trained on other images
-/// would sit beside them as if they were comparable. Checked only while a cell is left to train
+/// would sit beside them as if they were comparable. Checked only while a cell is left to do,
 /// and against the cells finished under the file's settings now (another image count or
 /// dataset is a changed setting, named as such). A folder that cannot be read is the run's
 /// error to give.
-fn refuse_other_training_images(
-    cfg: &ExperimentConfig,
-    out: &Path,
-    cells: &[Cell],
-) -> Result<(), ExperimentError> {
-    let states: Vec<CellState> = cells.iter().map(|c| cell_state(cfg, out, c)).collect();
-    if !states.contains(&CellState::ToDo) {
+fn refuse_other_training_images(out: &Path, cells: &[Cell]) -> Result<(), ExperimentError> {
+    let records: Vec<Option<CellRecord>> = cells
+        .iter()
+        .map(|c| read_record(out, c).filter(|r| r.finished))
+        .collect();
+    if records.iter().all(Option::is_some) {
         return Ok(());
     }
     // The hash of the images now there, per (folder, image count).
     let mut now: std::collections::HashMap<(Option<PathBuf>, Option<usize>), Option<String>> =
         Default::default();
-    for (cell, state) in cells.iter().zip(&states) {
-        if !matches!(state, CellState::Finished | CellState::Stale) {
+    for (cell, record) in cells.iter().zip(&records) {
+        if !record.as_ref().is_some_and(|r| same_settings(r, cell)) {
             continue;
         }
         let layout = cell_layout(out, cell);

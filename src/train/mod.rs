@@ -457,7 +457,6 @@ fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
     })?;
     let lock = lock_run(&dir, cfg)?;
     check_same_run(&dir, cfg)?;
-    dir.write_text(&dir.config_path(), &cfg.to_toml())?;
 
     let train = Arc::new(data::load(
         cfg.dataset,
@@ -476,6 +475,8 @@ fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
         test_sha256: test.sha256(),
     };
     check_same_data(&dir, cfg, &data)?;
+    // Recorded once the run is known to be this one: a refused attempt leaves the run's own.
+    dir.write_text(&dir.config_path(), &cfg.to_toml())?;
     let monitor_set = Arc::new(test.slice(0, cfg.monitor_examples));
     let method = methods::build(&cfg.method)?;
     let teacher = if cfg.method.needs_teacher() {

@@ -40,7 +40,8 @@ pub struct EvalArgs {
     /// Evaluate only piece K of N (K from 0), for cluster array jobs; `rslad report` merges.
     #[arg(long)]
     shard: Option<String>,
-    /// Skip the large-eps gradient-masking check.
+    /// Skip the gradient-masking checks that run extra attacks (an iterative attack that
+    /// breaks nothing FGSM breaks; PGD at eps 0.5).
     #[arg(long)]
     no_sanity: bool,
 }

@@ -17,7 +17,8 @@ pub struct ExperimentArgs {
     #[arg(long, conflicts_with_all = ["cell", "jobs"])]
     list_cells: bool,
     /// Run only this cell: its number or its name from --list-cells (a name stays with its cell
-    /// when seeds or methods are added to the grid); the teacher cell must finish before students.
+    /// when seeds or methods are added to the grid). Cells run in the order docs/cluster.md
+    /// gives: the surrogate, then the teacher, then the students.
     #[arg(
         long,
         conflicts_with = "jobs",

@@ -11,7 +11,9 @@ pub struct ReportArgs {
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Where report.md, results.json, results.csv and the plots go (default: the first
-    /// folder); for shards, the merged JSON file.
+    /// folder). A folder holding a file of those names must hold an rslad report, whose files
+    /// (and plots of models this report lacks) are replaced; any other is refused. For shards,
+    /// the merged JSON file.
     #[arg(long)]
     out: Option<PathBuf>,
 }

@@ -15,9 +15,9 @@ pub struct TrainArgs {
     /// The flags' settings, as text: parsed by [`TrainArgs::settings`], so a value a setting
     /// refuses is an input error naming its flag (a number's syntax is clap's to check).
     given: Vec<(&'static str, String)>,
-    /// TOML file with any of these settings (flags override it).
+    /// `--config` (its help is the flag's).
     config: Option<PathBuf>,
-    /// Continue the run in this directory where it stopped.
+    /// `--resume` (its help is the flag's).
     resume: Option<PathBuf>,
 }
 
@@ -100,7 +100,11 @@ impl Args for TrainArgs {
                     .long("resume")
                     .value_name("DIR")
                     .value_parser(clap::value_parser!(PathBuf))
-                    .help("Continue the run in this directory where it stopped."),
+                    .help(
+                        "Continue the run in this directory where it stopped, with its recorded \
+                         settings. Only --epochs (to extend it), --data-dir and --teacher (moved \
+                         files; their SHA-256 must match the run's record) may be given with it.",
+                    ),
             )
     }
 

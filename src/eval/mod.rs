@@ -30,7 +30,8 @@ pub struct EvalConfig {
     pub eps: f64,
     pub batch_size: usize,
     pub seed: u64,
-    /// Run the large-ε check (PGD at ε = 0.5 on up to 100 examples) for gradient masking.
+    /// Run the gradient-masking checks that attack again: an iterative attack that breaks
+    /// nothing FGSM breaks, and PGD at ε = 0.5 on up to 100 examples.
     pub sanity_checks: bool,
 }
 

@@ -841,6 +841,52 @@ impl TrainConfig {
 mod tests {
     use super::*;
 
+    /// A default the help text states ("(default 0.1)") is the one `resolve` applies: the two
+    /// are written apart, so this keeps them one fact (Fashion-MNIST, natural training).
+    #[test]
+    fn help_defaults_are_the_applied_defaults() {
+        let cfg = TrainOverrides {
+            dataset: Some("fashion-mnist".into()),
+            out: Some("unused".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let recorded: toml::Table = toml::from_str(&cfg.to_toml()).unwrap();
+        let method = recorded["method"].as_table().unwrap();
+        let mut checked = 0;
+        for s in SETTINGS {
+            let Some(stated) = s.help.split("(default ").nth(1) else {
+                continue;
+            };
+            let stated = stated.split([')', ' ', ',']).next().unwrap();
+            let value = match (recorded.get(s.key), s.key) {
+                (_, "method") => method["name"].clone(),
+                (Some(v), _) => v.clone(),
+                (None, _) => match method.get(s.key) {
+                    Some(v) => v.clone(),
+                    None => continue,
+                },
+            };
+            let same = match (&value, stated.parse::<f64>()) {
+                (toml::Value::Integer(i), Ok(x)) => *i as f64 == x,
+                (toml::Value::Float(f), Ok(x)) => *f == x,
+                (toml::Value::String(t), _) => t == stated,
+                _ => continue,
+            };
+            assert!(
+                same,
+                "{}: the help says {stated}, resolve gives {value}",
+                s.key
+            );
+            checked += 1;
+        }
+        assert!(
+            checked >= 10,
+            "only {checked} stated defaults were compared"
+        );
+    }
+
     /// Changes are named by dotted key with both values; places and equal values are not.
     #[test]
     fn setting_changes_name_each_changed_key() {

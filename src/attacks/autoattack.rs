@@ -17,7 +17,8 @@ use std::time::Instant;
 pub const AA: AttackEntry = AttackEntry {
     names: &["aa", "autoattack"],
     help: "AutoAttack, standard version: APGD-CE, APGD-T, FAB-T, Square, each on the points \
-           still robust; robust accuracy after each",
+           still robust; robust accuracy after each (its Square keeps the unscaled p-schedule, \
+           as the official composer)",
     input: Input::Options(&[
         OptionSpec {
             key: "steps",

@@ -1434,7 +1434,10 @@ fn experiment_folders_are_never_silently_mixed() {
     // before a cell trains or evaluates on them.
     let moved: ExperimentConfig = toml::from_str(&text(&data_b, "", "")).unwrap();
     let e = run(&moved, None).unwrap_err().to_string();
-    assert!(e.contains("holds other test images than cell"), "{e}");
+    assert!(
+        e.contains("holds other test data (images or labels) than cell"),
+        "{e}"
+    );
     // So is one that holds the same test images but other training images, when a cell is
     // left to train on them (here a seed added to the grid).
     let data_c = root.join("data-c");
@@ -1453,7 +1456,10 @@ fn experiment_folders_are_never_silently_mixed() {
     run(&moved, None).unwrap();
     let grown: ExperimentConfig = toml::from_str(&text(&data_c, "seeds = [0, 1]\n", "")).unwrap();
     let e = run(&grown, None).unwrap_err().to_string();
-    assert!(e.contains("holds other training images than cell"), "{e}");
+    assert!(
+        e.contains("holds other training data (images or labels) than cell"),
+        "{e}"
+    );
     let added = &grown.cells(&out).unwrap()[2];
     assert!(!experiment::cell_layout(&out, added).root().exists());
 

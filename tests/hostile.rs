@@ -1467,11 +1467,22 @@ fn report_never_averages_two_setups() {
         1,
         serde_json::json!({"lr": 0.5, "seed": 1, "data_dir": "/y"}),
     );
-    let e = rslad::report::collect(&[a, b]).unwrap_err().to_string();
+    let e = rslad::report::collect(&[a.clone(), b.clone()])
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("trained with other settings (train.lr: 0.05 -> 0.5)"),
         "{e}"
     );
+    // The same seed in both, of two setups: refused too, not one of them dropped.
+    std::fs::remove_dir_all(b.join("cells")).unwrap();
+    put(
+        &b,
+        0,
+        serde_json::json!({"lr": 0.5, "seed": 0, "data_dir": "/y"}),
+    );
+    let e = rslad::report::collect(&[a, b]).unwrap_err().to_string();
+    assert!(e.contains("train.lr: 0.05 -> 0.5"), "{e}");
 }
 
 #[test]
@@ -1547,10 +1558,11 @@ fn more_misleading_messages() {
     assert_eq!(args[5], "--train-limit");
     args[6] = "100";
     args.extend(["--method", "natural", "--eps", "0.1", "--milestones", "3"]);
+    args.extend(["--teacher-model", "cnn-large"]);
     let (code, _, err) = rslad(&args);
     assert_eq!(code, 0, "{err}");
     for note in [
-        "method natural does not read --eps: it changes nothing",
+        "method natural does not read --teacher-model, --eps: they change nothing",
         "train_limit 100 is more than the 16 training images there",
         "milestones [3] are at or after the last epoch",
     ] {

@@ -299,7 +299,7 @@ fn real_fashion_mnist_natural_run() {
 
 /// A run directory resumes only the run its `state.json` records: other settings are refused
 /// even when `config.toml` is gone, and so are a teacher file that now holds other weights and
-/// other training images.
+/// other training data.
 #[test]
 fn a_run_resumes_only_with_its_settings_and_teacher() {
     let data = temp_dir("resume-guard");
@@ -371,7 +371,7 @@ fn a_run_resumes_only_with_its_settings_and_teacher() {
     let o = train("3", "0.1");
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && e.contains("other training images"),
+        !o.status.success() && e.contains("other training data"),
         "{e}"
     );
     assert_eq!(epochs_done(&out), 2);
@@ -388,25 +388,42 @@ fn a_run_resumes_only_with_its_settings_and_teacher() {
         std::fs::copy(data.join(&name), moved.join(&name)).unwrap();
     }
     std::fs::copy(&teacher, moved.join("teacher.safetensors")).unwrap();
-    let resume = |epochs: &str| {
+    // Given relative to another working directory, they are recorded absolute.
+    let resume_with = |epochs: &str, teacher: &str| {
         rslad_bin()
+            .current_dir(&data)
             .args(["train", "--resume"])
             .arg(&out)
-            .args(["--epochs", epochs, "--data-dir"])
-            .arg(&moved)
-            .arg("--teacher")
-            .arg(moved.join("teacher.safetensors"))
+            .args([
+                "--epochs",
+                epochs,
+                "--data-dir",
+                "moved",
+                "--teacher",
+                teacher,
+            ])
             .output()
             .unwrap()
     };
+    let resume = |epochs: &str| resume_with(epochs, "moved/teacher.safetensors");
     let o = resume("4");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(epochs_done(&out), 4);
+    let recorded = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    let quoted = |p: &std::path::Path| format!("\"{}\"", p.display());
+    assert!(recorded.contains(&quoted(&moved)), "{recorded}");
+    // A refused resume (here a teacher that is not there) leaves the run's record as it was.
+    let o = resume_with("5", "moved/nosuch.safetensors");
+    assert!(!o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(out.join("config.toml")).unwrap(),
+        recorded
+    );
     std::fs::write(moved.join("train-images-idx3-ubyte"), &changed).unwrap();
     let o = resume("5");
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && e.contains("other training images"),
+        !o.status.success() && e.contains("other training data"),
         "{e}"
     );
     assert_eq!(epochs_done(&out), 4);

@@ -179,11 +179,13 @@ fn resolve(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
                  --data-dir and --teacher may be given with it"
             );
         }
-        if data_dir.is_some() {
-            cfg.data_dir = data_dir;
+        // Recorded as absolute paths: the run then resumes from any working directory.
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        if let Some(d) = data_dir {
+            cfg.data_dir = Some(absolute(d));
         }
-        if teacher.is_some() {
-            cfg.teacher = teacher;
+        if let Some(t) = teacher {
+            cfg.teacher = Some(absolute(t));
         }
         if let Some(e) = epochs {
             // Fewer epochs than are done would train nothing and record a run it is not.

@@ -118,8 +118,8 @@ pub enum ExperimentError {
     )]
     CommaInPath { path: PathBuf },
     #[error(
-        "{} holds other {which} images than cell {cell} {}: point data_dir back at the folder \
-         the experiment used, or run it over in another output folder (--out)",
+        "{} holds other {which} data (images or labels) than cell {cell} {}: point data_dir \
+         back at the folder the experiment used, or run it over in another output folder (--out)",
         dir.display(),
         if *which == "test" { "was evaluated on" } else { "was trained on" }
     )]
@@ -397,7 +397,7 @@ fn train_or_take(
         } => ExperimentError::CellOtherRun {
             cell: cell.name.clone(),
             folder: layout.root().to_path_buf(),
-            changed: vec![format!("the {which} images in {}", data_dir.display())],
+            changed: vec![format!("the {which} data in {}", data_dir.display())],
         },
         TrainError::MoreEpochs { done, epochs, .. } => ExperimentError::CellOtherRun {
             cell: cell.name.clone(),

@@ -67,8 +67,9 @@ impl MethodEntry {
     }
 
     /// Whether a run of this method can be changed by the setting `key`: the inner attack's
-    /// settings only where it trains against one, the methods' hyperparameters only where it
-    /// [`reads`](Self::reads) them, every other setting (schedule, data, model) always.
+    /// settings only where it trains against one, the teacher only where it distills one, the
+    /// methods' hyperparameters only where it [`reads`](Self::reads) them, every other setting
+    /// (schedule, data, model) always.
     pub fn uses(&self, key: &str) -> bool {
         const ATTACK: [&str; 4] = ["eps", "attack_steps", "attack_step_size", "attack_bn"];
         const HYPER: [&str; 6] = [
@@ -81,6 +82,8 @@ impl MethodEntry {
         ];
         if ATTACK.contains(&key) {
             self.robust
+        } else if key == "teacher" || key == "teacher_model" {
+            self.needs_teacher
         } else if HYPER.contains(&key) || params().iter().any(|p| p.key == key) {
             self.reads(key)
         } else {

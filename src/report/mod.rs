@@ -333,6 +333,8 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
     for ((_, model, method, role), members) in groups.iter_mut() {
         // Seed order, not directory order: "the first seed" is then seed order's first.
         members.sort_by_key(|m| m.0);
+        // Before a seed found twice keeps one run: two setups are refused, not one dropped.
+        same_settings(model, method, members)?;
         // The same cell in two experiment folders: one seed is one run in a mean.
         let before = members.len();
         members.dedup_by_key(|m| m.0);
@@ -342,7 +344,6 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
                  the first folder's run is used"
             ));
         }
-        same_settings(model, method, members)?;
         for file in EvalFile::ALL {
             let (checkpoint, black) = (file.checkpoint(), file.black_box());
             let mut read = Vec::new();

@@ -116,8 +116,8 @@ pub enum TrainError {
         lock: std::path::PathBuf,
     },
     #[error(
-        "{} holds a run that {} other {which} images than {} holds now: put the images the run \
-         used back there, or start over in another run directory (out)",
+        "{} holds a run that {} other {which} data (images or labels) than {} holds now: put \
+         the files the run used back there, or start over in another run directory (out)",
         out.display(),
         if *which == "test" { "chose its best checkpoint on" } else { "trained on" },
         data_dir.display()
@@ -475,8 +475,6 @@ fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
         test_sha256: test.sha256(),
     };
     check_same_data(&dir, cfg, &data)?;
-    // Recorded once the run is known to be this one: a refused attempt leaves the run's own.
-    dir.write_text(&dir.config_path(), &cfg.to_toml())?;
     let monitor_set = Arc::new(test.slice(0, cfg.monitor_examples));
     let method = methods::build(&cfg.method)?;
     let teacher = if cfg.method.needs_teacher() {
@@ -492,6 +490,9 @@ fn prepare(cfg: &TrainConfig, device: &Device) -> Result<Prepared, TrainError> {
         None
     };
     let spec = ModelSpec::for_dataset(cfg.model, cfg.dataset);
+    // Recorded once everything the run reads is there and is the run's: a refused attempt
+    // (other images, a missing teacher) leaves the run's own record.
+    dir.write_text(&dir.config_path(), &cfg.to_toml())?;
     Ok(Prepared {
         dir,
         _lock: lock,

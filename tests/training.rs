@@ -339,24 +339,22 @@ fn a_run_resumes_only_with_its_settings_and_teacher() {
             .output()
             .unwrap()
     };
+    // A refused command: it fails and its message says `why`.
+    let refused = |o: std::process::Output, why: &[&str]| {
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && why.iter().all(|w| e.contains(w)),
+            "{e}"
+        );
+    };
     let o = train("1", "0.1");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::remove_file(out.join("config.toml")).unwrap();
-    let o = train("2", "0.2");
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && e.contains("other settings") && e.contains("lr: 0.1 -> 0.2"),
-        "{e}"
-    );
+    refused(train("2", "0.2"), &["other settings", "lr: 0.1 -> 0.2"]);
     assert_eq!(epochs_done(&out), 1);
     rslad::models::save_model(&spec.build(&device).unwrap(), &teacher, &[]).unwrap();
     assert_ne!(std::fs::read(&teacher).unwrap(), original);
-    let o = train("2", "0.1");
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && e.contains("other teacher weights"),
-        "{e}"
-    );
+    refused(train("2", "0.1"), &["other teacher weights"]);
     assert_eq!(epochs_done(&out), 1);
     std::fs::write(&teacher, &original).unwrap();
     let o = train("2", "0.1");
@@ -368,12 +366,7 @@ fn a_run_resumes_only_with_its_settings_and_teacher() {
     let mut changed = kept.clone();
     changed[16] ^= 0xff;
     std::fs::write(&images, &changed).unwrap();
-    let o = train("3", "0.1");
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && e.contains("other training data"),
-        "{e}"
-    );
+    refused(train("3", "0.1"), &["other training data"]);
     assert_eq!(epochs_done(&out), 2);
     std::fs::write(&images, &kept).unwrap();
     let o = train("3", "0.1");
@@ -413,18 +406,15 @@ fn a_run_resumes_only_with_its_settings_and_teacher() {
     let quoted = |p: &std::path::Path| format!("\"{}\"", p.display());
     assert!(recorded.contains(&quoted(&moved)), "{recorded}");
     // A refused resume (here a teacher that is not there) leaves the run's record as it was.
-    let o = resume_with("5", "moved/nosuch.safetensors");
-    assert!(!o.status.success());
+    refused(
+        resume_with("5", "moved/nosuch.safetensors"),
+        &["nosuch.safetensors"],
+    );
     assert_eq!(
         std::fs::read_to_string(out.join("config.toml")).unwrap(),
         recorded
     );
     std::fs::write(moved.join("train-images-idx3-ubyte"), &changed).unwrap();
-    let o = resume("5");
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && e.contains("other training data"),
-        "{e}"
-    );
+    refused(resume("5"), &["other training data"]);
     assert_eq!(epochs_done(&out), 4);
 }

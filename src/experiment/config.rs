@@ -651,9 +651,16 @@ pub enum CellState {
 /// the same cell.
 const PLACES: &[&str] = &["index", "out", "teacher", "data_dir", "checkpoint"];
 
+/// What differs between two cells' settings, places aside, and the keys in `also` (the
+/// report leaves out the seed and names of cells it averages).
+pub(crate) fn cell_changes(old: &Cell, new: &Cell, also: &[&str]) -> Vec<String> {
+    let ignored: Vec<&str> = PLACES.iter().chain(also).copied().collect();
+    crate::train::config::setting_changes(old, new, &ignored)
+}
+
 /// Whether `record` was written under `cell`'s settings now (places aside).
 pub(crate) fn same_settings(record: &CellRecord, cell: &Cell) -> bool {
-    crate::train::config::setting_changes(&record.cell, cell, PLACES).is_empty()
+    cell_changes(&record.cell, cell, &[]).is_empty()
 }
 
 /// Where `cell` stands in `out`: to do, finished, finished with other settings, or finished
@@ -661,7 +668,7 @@ pub(crate) fn same_settings(record: &CellRecord, cell: &Cell) -> bool {
 pub fn cell_state(cfg: &ExperimentConfig, out: &Path, cell: &Cell) -> CellState {
     match read_record(out, cell) {
         Some(r) if r.finished => {
-            let diff = crate::train::config::setting_changes(&r.cell, cell, PLACES);
+            let diff = cell_changes(&r.cell, cell, &[]);
             if !diff.is_empty() {
                 CellState::Changed(diff.join(", "))
             } else if super::run::teacher_replaced(out, cell) {

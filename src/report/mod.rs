@@ -206,26 +206,18 @@ type CellGroups = BTreeMap<(u8, String, String, String), Vec<(u64, PathBuf, Cell
 
 /// The seeds of one row are one setup: cells of the same model and method from several
 /// experiment folders must agree in every setting but the seed and where things are.
-fn same_settings(
+fn one_setup(
     model: &str,
     method: &str,
     members: &[(u64, PathBuf, CellRecord)],
 ) -> Result<(), ReportError> {
-    const NOT_SETUP: &[&str] = &[
-        "index",
-        "name",
-        "seed",
-        "model",
-        "out",
-        "teacher",
-        "data_dir",
-        "checkpoint",
-    ];
     let Some(((_, first_dir, first), rest)) = members.split_first() else {
         return Ok(());
     };
     for (_, dir, rec) in rest {
-        let changes = crate::train::config::setting_changes(&first.cell, &rec.cell, NOT_SETUP);
+        // Cells of one row differ in seed and name; the model is one however it is spelled.
+        let changes =
+            crate::experiment::cell_changes(&first.cell, &rec.cell, &["name", "seed", "model"]);
         if !changes.is_empty() {
             return Err(ReportError::OtherSettings {
                 model: model.to_string(),
@@ -334,7 +326,7 @@ pub fn collect(dirs: &[PathBuf]) -> Result<Report, ReportError> {
         // Seed order, not directory order: "the first seed" is then seed order's first.
         members.sort_by_key(|m| m.0);
         // Before a seed found twice keeps one run: two setups are refused, not one dropped.
-        same_settings(model, method, members)?;
+        one_setup(model, method, members)?;
         // The same cell in two experiment folders: one seed is one run in a mean.
         let before = members.len();
         members.dedup_by_key(|m| m.0);
